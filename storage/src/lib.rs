@@ -633,6 +633,29 @@ pub struct CommitReceipt {
     pub audit_seqs: Vec<u64>,
 }
 
+/// A submitted batch whose flush may still be running.
+#[derive(Debug)]
+pub struct PendingCommit {
+    rx: oneshot::Receiver<Result<Vec<u64>>>,
+}
+
+impl PendingCommit {
+    /// Waits until the batch is durable.
+    pub async fn wait(self) -> Result<CommitReceipt> {
+        let audit_seqs = self.rx.await.map_err(|_| StorageError::Closed)??;
+        Ok(CommitReceipt { audit_seqs })
+    }
+
+    /// The outcome if the flush has finished, without waiting.
+    pub fn try_finish(&mut self) -> Option<Result<CommitReceipt>> {
+        match self.rx.try_recv() {
+            Ok(result) => Some(result.map(|audit_seqs| CommitReceipt { audit_seqs })),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(StorageError::Closed)),
+        }
+    }
+}
+
 impl Batch<'_> {
     fn put(&mut self, tree: sled::Tree, key: impl Into<Vec<u8>>, value: Vec<u8>) {
         self.ops.push(WriteOp::Put {
@@ -726,6 +749,12 @@ impl Batch<'_> {
 
     /// Writes the batch and waits until it is flushed to disk.
     pub async fn commit(self) -> Result<CommitReceipt> {
+        self.submit()?.wait().await
+    }
+
+    /// Hands the batch to the writer now (so it is ordered before any later batch)
+    /// and returns a handle to learn when it is durable.
+    pub fn submit(self) -> Result<PendingCommit> {
         if let Some(e) = self.error {
             return Err(e);
         }
@@ -734,8 +763,7 @@ impl Batch<'_> {
             ops: self.ops,
             reply: Some(tx),
         })?;
-        let audit_seqs = rx.await.map_err(|_| StorageError::Closed)??;
-        Ok(CommitReceipt { audit_seqs })
+        Ok(PendingCommit { rx })
     }
 
     /// Writes the batch (flushed with the next group) without waiting for it.

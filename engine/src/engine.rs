@@ -1,0 +1,1034 @@
+//! The [`Engine`] handle and the engine's public types.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorId, ActorRef, RpcReplyPort};
+use tollgate_storage::audit::{AuditEntry, AuditEvent, AuditFilter, ChainReport};
+use tollgate_storage::model::{
+    AdminKeyId, ClientId, DailyQuota, DayUsage, IntegrationId, IntegrationRecord, IntegrationStatus, OrgId, Scope,
+    SecretSlot, SlotId, SlotUse, ValidationError,
+};
+use tollgate_storage::{Storage, StorageError};
+
+use crate::client::{AdminOp, ClientMsg};
+use crate::clock::{Clock, day_of};
+use crate::quota::QuotaStatus;
+use crate::ring::HashRing;
+use crate::secret::{ClientSecret, Digester, HashPool, SecretFormatError, hash_secret, verify_secret};
+use crate::shard::{Directory, ShardActor, ShardArgs, ShardMsg};
+
+/// Tunables. `Default` gives the production values.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Number of shard actors (fixed for the process).
+    pub shard_count: u32,
+    /// Timeout of every actor call.
+    pub call_timeout: Duration,
+    /// Largest quota reservation block. The block actually used is
+    /// `min(this, max(1, daily_quota / 100))`: a crash over-counts by at most that.
+    pub reservation_block_max: u64,
+    /// Warning thresholds in percent of the daily quota.
+    pub warning_thresholds: Vec<u8>,
+    /// A client actor idle this long is persisted and stopped.
+    pub idle_eviction_after: Duration,
+    /// How often shards look for idle actors.
+    pub eviction_interval: Duration,
+    /// Most resident client actors per shard; the least recently used go first.
+    pub max_resident_per_shard: usize,
+    /// Concurrent Argon2 computations (about one per core).
+    pub hash_workers: usize,
+    /// Argon2 requests allowed to wait beyond those running; more are refused.
+    pub hash_queue: usize,
+    /// Token lifetime when an integration does not set one.
+    pub default_token_ttl_seconds: u32,
+    /// Token-endpoint rate when an integration does not set one.
+    pub default_token_requests_per_minute: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            shard_count: 8,
+            call_timeout: Duration::from_secs(5),
+            reservation_block_max: 256,
+            warning_thresholds: vec![80, 95],
+            idle_eviction_after: Duration::from_secs(600),
+            eviction_interval: Duration::from_secs(30),
+            max_resident_per_shard: 200_000,
+            hash_workers: cores,
+            hash_queue: 8 * cores,
+            default_token_ttl_seconds: 3600,
+            default_token_requests_per_minute: 600,
+        }
+    }
+}
+
+/// Longest grace window of a routine rotation.
+pub const MAX_GRACE: Duration = Duration::from_secs(7 * 86_400);
+/// Default grace window of a routine rotation.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(86_400);
+/// Allowed token lifetimes, seconds.
+pub const TOKEN_TTL_RANGE: std::ops::RangeInclusive<u32> = 60..=86_400;
+/// Allowed token-endpoint rates, requests per minute.
+pub const TOKEN_RATE_RANGE: std::ops::RangeInclusive<u32> = 1..=100_000;
+
+/// What went wrong. Messages say what happened and what to do; never a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    /// No such integration.
+    #[error("integration {0} does not exist")]
+    NotFound(String),
+    /// The change does not fit the integration's state (e.g. rotating a revoked one).
+    #[error("{0}")]
+    Conflict(String),
+    /// A value is out of range or malformed.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// Too much work queued (Argon2 pool full); try again after `retry_after`.
+    #[error("the server is busy verifying secrets; retry in {} s", retry_after.as_secs().max(1))]
+    Overloaded {
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// An actor did not answer in time.
+    #[error("the engine did not answer in time; retry shortly")]
+    Timeout,
+    /// The integration's actor could not be reached after retries.
+    #[error("the integration is temporarily unavailable; retry shortly")]
+    Unavailable,
+    /// The engine is stopping.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// Storage failed; nothing was acknowledged.
+    #[error("storage failed: {0}")]
+    Storage(#[from] StorageError),
+    /// A bug or an unexpected failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The actor was retired while the message was in flight; the engine retries.
+    #[doc(hidden)]
+    #[error("the integration moved; retry")]
+    Moved,
+}
+
+/// Result of the engine.
+pub type EngineResult<T> = Result<T, EngineError>;
+
+/// Who performs an admin action (for the audit trail).
+#[derive(Debug, Clone, Default)]
+pub struct AdminContext {
+    /// The admin key used.
+    pub admin_key_id: Option<AdminKeyId>,
+    /// Where the request came from.
+    pub source_ip: Option<String>,
+}
+
+/// Where an integration's request came from (for the audit trail).
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// Source IP.
+    pub source_ip: String,
+    /// User agent, if sent (truncated to 256 characters).
+    pub user_agent: Option<String>,
+}
+
+/// A new integration to register.
+#[derive(Debug, Clone)]
+pub struct NewIntegration {
+    /// Owning organisation.
+    pub org_id: OrgId,
+    /// Human-readable name (validated with [`tollgate_storage::model::parse_name`]).
+    pub name: String,
+    /// Scopes its tokens may carry.
+    pub scopes: Vec<Scope>,
+    /// Requests per UTC day.
+    pub daily_quota: DailyQuota,
+    /// Token lifetime; the configured default when `None`.
+    pub token_ttl_seconds: Option<u32>,
+    /// Token-endpoint rate; the configured default when `None`.
+    pub token_requests_per_minute: Option<u32>,
+}
+
+/// Changes to an integration's configuration; `None` keeps a field.
+#[derive(Debug, Clone, Default)]
+pub struct IntegrationUpdate {
+    /// New name.
+    pub name: Option<String>,
+    /// New scopes.
+    pub scopes: Option<Vec<Scope>>,
+    /// New quota (today's count is kept).
+    pub daily_quota: Option<DailyQuota>,
+    /// New token lifetime.
+    pub token_ttl_seconds: Option<u32>,
+    /// New token-endpoint rate.
+    pub token_requests_per_minute: Option<u32>,
+}
+
+/// How to rotate a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationMode {
+    /// The old secret keeps working for `grace` (0 s – 7 days), then stops by itself.
+    Routine {
+        /// The grace window.
+        grace: Duration,
+    },
+    /// The old secret dies now and every token issued before now is refused.
+    Incident,
+}
+
+/// The role of a secret slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotRole {
+    /// The secret in use.
+    Current,
+    /// The rotated-out secret during its grace window.
+    Previous,
+}
+
+/// A secret slot as shown to admins (never the hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotView {
+    /// Slot id (part of the secret, safe to show).
+    pub slot_id: SlotId,
+    /// Current or previous.
+    pub role: SlotRole,
+    /// When the secret was issued (Unix ms).
+    pub created_at_ms: u64,
+    /// End of the grace window for a previous secret.
+    pub expires_at_ms: Option<u64>,
+    /// Whether a previous secret's grace window is over.
+    pub is_expired: bool,
+    /// Last successful use, if any.
+    pub last_used: Option<SlotUse>,
+}
+
+/// An integration as admins see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntegrationView {
+    /// Internal id.
+    pub id: IntegrationId,
+    /// OAuth client id.
+    pub client_id: ClientId,
+    /// Organisation.
+    pub org_id: OrgId,
+    /// Name.
+    pub name: String,
+    /// Scopes.
+    pub scopes: Vec<Scope>,
+    /// Daily quota.
+    pub daily_quota: DailyQuota,
+    /// Token lifetime.
+    pub token_ttl_seconds: u32,
+    /// Token-endpoint rate.
+    pub token_requests_per_minute: u32,
+    /// Lifecycle state.
+    pub status: IntegrationStatus,
+    /// Why disabled.
+    pub disabled_reason: Option<String>,
+    /// Secret slots (empty once revoked).
+    pub secrets: Vec<SlotView>,
+    /// Tokens issued before this (Unix ms) are refused.
+    pub tokens_valid_after_ms: u64,
+    /// Requests counted today (live).
+    pub used_today: u64,
+    /// Created (Unix ms).
+    pub created_at_ms: u64,
+    /// Last changed (Unix ms).
+    pub updated_at_ms: u64,
+}
+
+impl IntegrationView {
+    pub(crate) fn build(rec: &IntegrationRecord, now_ms: u64, used_today: u64, uses: &dyn Fn(&SlotId) -> Option<SlotUse>) -> Self {
+        let mut secrets = Vec::new();
+        for (slot, role) in [(&rec.current_secret, SlotRole::Current), (&rec.previous_secret, SlotRole::Previous)] {
+            if let Some(slot) = slot {
+                secrets.push(SlotView {
+                    slot_id: slot.slot_id.clone(),
+                    role,
+                    created_at_ms: slot.created_at_ms,
+                    expires_at_ms: slot.expires_at_ms,
+                    is_expired: slot.expires_at_ms.is_some_and(|e| e <= now_ms),
+                    last_used: uses(&slot.slot_id),
+                });
+            }
+        }
+        Self {
+            id: rec.id.clone(),
+            client_id: rec.client_id.clone(),
+            org_id: rec.org_id.clone(),
+            name: rec.name.clone(),
+            scopes: rec.scopes.clone(),
+            daily_quota: rec.daily_quota,
+            token_ttl_seconds: rec.token_ttl_seconds,
+            token_requests_per_minute: rec.token_requests_per_minute,
+            status: rec.status,
+            disabled_reason: rec.disabled_reason.clone(),
+            secrets,
+            tokens_valid_after_ms: rec.tokens_valid_after_ms,
+            used_today,
+            created_at_ms: rec.created_at_ms,
+            updated_at_ms: rec.updated_at_ms,
+        }
+    }
+}
+
+/// A newly registered integration and its secret, shown this once.
+#[derive(Debug, Clone)]
+pub struct CreatedIntegration {
+    /// The integration.
+    pub integration: IntegrationView,
+    /// The secret in clear; not stored anywhere.
+    pub client_secret: ClientSecret,
+}
+
+/// The outcome of a rotation.
+#[derive(Debug, Clone)]
+pub struct Rotated {
+    /// The new secret, shown this once.
+    pub client_secret: ClientSecret,
+    /// When the old secret stops working; `None` when it already has.
+    pub previous_secret_expires_at_ms: Option<u64>,
+    /// The integration after the rotation.
+    pub integration: IntegrationView,
+}
+
+/// What a request check knows about the presented token (already signature-checked).
+#[derive(Debug, Clone, Default)]
+pub struct TokenContext {
+    /// When the token was issued (Unix ms; seconds × 1000 is fine: rounding down
+    /// only makes the cut-off stricter).
+    pub issued_at_ms: u64,
+    /// The token id, checked against revoked ids.
+    pub jti: Option<String>,
+}
+
+/// Why a request with a valid signature is refused anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The client id is not registered.
+    UnknownClient,
+    /// The integration is disabled.
+    Disabled,
+    /// The integration is revoked.
+    Revoked,
+    /// The token was revoked.
+    TokenRevoked,
+    /// The token was issued before the integration's cut-off (incident rotation).
+    TokenIssuedBeforeCutoff,
+}
+
+impl Refusal {
+    /// A short machine-readable reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownClient => "unknown_client",
+            Self::Disabled => "integration_disabled",
+            Self::Revoked => "integration_revoked",
+            Self::TokenRevoked => "token_revoked",
+            Self::TokenIssuedBeforeCutoff => "token_issued_before_cutoff",
+        }
+    }
+}
+
+/// The decision on one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// Counted and allowed.
+    Admitted(QuotaStatus),
+    /// Refused at the limit, not counted.
+    QuotaExceeded(QuotaStatus),
+    /// Refused for another reason, not counted.
+    Refused(Refusal),
+}
+
+/// A token request's credentials and context.
+#[derive(Debug, Clone)]
+pub struct AuthRequest {
+    /// The presented client id (unvalidated text).
+    pub client_id: String,
+    /// The presented secret (unvalidated text; never logged).
+    pub client_secret: String,
+    /// Requested scopes; all of the integration's when `None`.
+    pub requested_scopes: Option<Vec<Scope>>,
+    /// Set when a token will be issued: the audit entry records it.
+    pub jti: Option<String>,
+    /// Where the request came from.
+    pub context: RequestContext,
+}
+
+/// What a successful authentication grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The integration.
+    pub integration_id: IntegrationId,
+    /// Its client id.
+    pub client_id: ClientId,
+    /// Its organisation.
+    pub org_id: OrgId,
+    /// The scopes granted (requested ones, or all).
+    pub scopes: Vec<Scope>,
+    /// Lifetime for the token.
+    pub token_ttl_seconds: u32,
+    /// The secret slot that matched.
+    pub slot_id: SlotId,
+    /// Sequence number of the durable audit entry.
+    pub audit_seq: u64,
+}
+
+/// Why client authentication or a token request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthRefusal {
+    /// No such client id.
+    UnknownClient,
+    /// Not a Tollgate secret, or a bad checksum.
+    MalformedSecret(SecretFormatError),
+    /// The secret does not match any live slot.
+    WrongSecret,
+    /// The secret was rotated out and its grace window is over.
+    SecretExpired,
+    /// The integration is disabled.
+    Disabled,
+    /// The integration is revoked.
+    Revoked,
+    /// A requested scope is not one of the integration's.
+    InvalidScope,
+    /// Too many token requests this minute.
+    RateLimited {
+        /// When the next request will be allowed.
+        retry_after: Duration,
+    },
+}
+
+impl AuthRefusal {
+    /// A short machine-readable reason (for audit entries and logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownClient => "unknown_client",
+            Self::MalformedSecret(_) => "malformed_secret",
+            Self::WrongSecret => "wrong_secret",
+            Self::SecretExpired => "secret_expired",
+            Self::Disabled => "integration_disabled",
+            Self::Revoked => "integration_revoked",
+            Self::InvalidScope => "invalid_scope",
+            Self::RateLimited { .. } => "rate_limited",
+        }
+    }
+}
+
+/// The outcome of [`Engine::authenticate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// Authenticated; the audit entry is durable.
+    Granted(Grant),
+    /// Refused; the audit entry is durable.
+    Refused(AuthRefusal),
+}
+
+/// One day of usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayCount {
+    /// UTC day (days since the Unix epoch).
+    pub day: u32,
+    /// Requests counted.
+    pub count: u64,
+}
+
+/// Usage history of an integration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageReport {
+    /// The last N days, oldest first, today last (live).
+    pub daily: Vec<DayCount>,
+    /// Today by UTC hour (live).
+    pub hourly_today: [u64; 24],
+    /// Today's daily quota.
+    pub daily_quota: u64,
+}
+
+/// What client actors share: cheap handles, built once.
+pub(crate) struct Shared {
+    pub(crate) storage: Storage,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: EngineConfig,
+    pub(crate) digester: Digester,
+}
+
+struct ShardHandle {
+    actor: ActorRef<ShardMsg>,
+    directory: Directory,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    shards: Vec<ShardHandle>,
+    ring: HashRing,
+    hash_pool: HashPool,
+}
+
+/// The engine: cloneable, the only way in.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("shards", &self.inner.shards.len())
+            .finish()
+    }
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    s.chars().take(max_chars).collect()
+}
+
+impl Engine {
+    /// Starts the shard actors over `storage`.
+    pub async fn start(storage: Storage, clock: Arc<dyn Clock>, config: EngineConfig) -> EngineResult<Self> {
+        if config.warning_thresholds.iter().any(|&t| t == 0 || t > 100) {
+            return Err(EngineError::Invalid(ValidationError {
+                what: "warning thresholds",
+                problem: "each must be a percentage from 1 to 100".into(),
+            }));
+        }
+        let hash_pool = HashPool::new(config.hash_workers, config.hash_queue);
+        let shared = Arc::new(Shared {
+            storage,
+            clock,
+            config,
+            digester: Digester::new(),
+        });
+        let ring = HashRing::new(shared.config.shard_count);
+        let mut shards = Vec::new();
+        for index in 0..ring.shard_count() {
+            let directory = Directory::default();
+            let (actor, _) = Actor::spawn(
+                None,
+                ShardActor,
+                ShardArgs {
+                    index,
+                    shared: shared.clone(),
+                    directory: directory.clone(),
+                },
+            )
+            .await
+            .map_err(|e| EngineError::Internal(format!("shard {index} failed to start: {e}")))?;
+            shards.push(ShardHandle { actor, directory });
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shared,
+                shards,
+                ring,
+                hash_pool,
+            }),
+        })
+    }
+
+    /// The storage behind the engine.
+    pub fn storage(&self) -> &Storage {
+        &self.inner.shared.storage
+    }
+
+    /// Now, by the engine's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.shared.clock.now_ms()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.shared.config
+    }
+
+    fn shard_of(&self, client: &ClientId) -> &ShardHandle {
+        &self.inner.shards[self.inner.ring.shard_for(client.as_str().as_bytes()) as usize]
+    }
+
+    async fn resolve(&self, client: &ClientId, stale: Option<ActorId>) -> EngineResult<Option<ActorRef<ClientMsg>>> {
+        let shard = self.shard_of(client);
+        if stale.is_none() {
+            if let Some(actor) = shard.directory.get(client) {
+                return Ok(Some(actor));
+            }
+        }
+        let client = client.clone();
+        match shard
+            .actor
+            .call(
+                |reply| ShardMsg::Lookup { client, stale, reply },
+                Some(self.inner.shared.config.call_timeout),
+            )
+            .await
+        {
+            Ok(CallResult::Success(result)) => result,
+            Ok(CallResult::Timeout) => Err(EngineError::Timeout),
+            Ok(CallResult::SenderError) | Err(_) => Err(EngineError::ShuttingDown),
+        }
+    }
+
+    /// Sends a request to the integration's actor, re-resolving it if it moved or died
+    /// in between. `Ok(None)`: no such client.
+    async fn route<T: Send + 'static>(
+        &self,
+        client: &ClientId,
+        message: impl Fn(RpcReplyPort<EngineResult<T>>) -> ClientMsg,
+    ) -> EngineResult<Option<T>> {
+        let mut stale = None;
+        for _ in 0..4 {
+            let Some(actor) = self.resolve(client, stale.take()).await? else {
+                return Ok(None);
+            };
+            match actor.call(&message, Some(self.inner.shared.config.call_timeout)).await {
+                Ok(CallResult::Success(Err(EngineError::Moved))) | Ok(CallResult::SenderError) | Err(_) => {
+                    stale = Some(actor.get_id());
+                }
+                Ok(CallResult::Success(result)) => return result.map(Some),
+                Ok(CallResult::Timeout) => return Err(EngineError::Timeout),
+            }
+        }
+        Err(EngineError::Unavailable)
+    }
+
+    fn client_of(&self, id: &IntegrationId) -> EngineResult<ClientId> {
+        Ok(self
+            .storage()
+            .integration(id)?
+            .ok_or_else(|| EngineError::NotFound(id.to_string()))?
+            .client_id)
+    }
+
+    async fn route_admin<T: Send + 'static>(
+        &self,
+        id: &IntegrationId,
+        message: impl Fn(RpcReplyPort<EngineResult<T>>) -> ClientMsg,
+    ) -> EngineResult<T> {
+        let client = self.client_of(id)?;
+        self.route(&client, message)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(id.to_string()))
+    }
+
+    async fn hash_new_secret(&self) -> EngineResult<(ClientSecret, SecretSlot)> {
+        let slot_id = SlotId::generate();
+        let secret = ClientSecret::generate(&slot_id);
+        let exposed = secret.expose().to_owned();
+        let phc = self.inner.hash_pool.run(move || hash_secret(&exposed)).await??;
+        let slot = SecretSlot {
+            slot_id,
+            phc,
+            created_at_ms: self.now_ms(),
+            expires_at_ms: None,
+        };
+        Ok((secret, slot))
+    }
+
+    // ---- lifecycle --------------------------------------------------------------------
+
+    /// Registers an integration; returns its secret once. Durable before it returns.
+    pub async fn create_integration(&self, new: NewIntegration, ctx: &AdminContext) -> EngineResult<CreatedIntegration> {
+        let config = &self.inner.shared.config;
+        let name = tollgate_storage::model::parse_name(&new.name)?;
+        let token_ttl_seconds = check_ttl(new.token_ttl_seconds.unwrap_or(config.default_token_ttl_seconds))?;
+        let token_requests_per_minute =
+            check_token_rate(new.token_requests_per_minute.unwrap_or(config.default_token_requests_per_minute))?;
+        let (secret, slot) = self.hash_new_secret().await?;
+        let now = self.now_ms();
+        let rec = IntegrationRecord {
+            id: IntegrationId::generate(),
+            client_id: ClientId::generate(),
+            org_id: new.org_id,
+            name,
+            scopes: new.scopes,
+            daily_quota: new.daily_quota,
+            token_ttl_seconds,
+            token_requests_per_minute,
+            status: IntegrationStatus::Active,
+            disabled_reason: None,
+            current_secret: Some(slot),
+            previous_secret: None,
+            tokens_valid_after_ms: 0,
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
+        let event = AuditEvent {
+            at_ms: now,
+            kind: "integration.created".into(),
+            integration_id: Some(rec.id.clone()),
+            client_id: Some(rec.client_id.clone()),
+            org_id: Some(rec.org_id.clone()),
+            admin_key_id: ctx.admin_key_id.clone(),
+            source_ip: ctx.source_ip.clone(),
+            outcome: "success".into(),
+            slot_id: rec.current_secret.as_ref().map(|s| s.slot_id.clone()),
+            details: serde_json::json!({
+                "name": rec.name,
+                "scopes": rec.scopes,
+                "daily_quota": rec.daily_quota,
+                "token_ttl_seconds": rec.token_ttl_seconds,
+                "token_requests_per_minute": rec.token_requests_per_minute,
+            }),
+            ..AuditEvent::default()
+        };
+        self.storage().batch().put_integration(&rec).audit(event).commit().await?;
+        metrics::counter!("tollgate_integrations_created_total").increment(1);
+        Ok(CreatedIntegration {
+            integration: IntegrationView::build(&rec, now, 0, &|_| None),
+            client_secret: secret,
+        })
+    }
+
+    /// One integration with live usage.
+    pub async fn integration(&self, id: &IntegrationId) -> EngineResult<IntegrationView> {
+        self.route_admin(id, |reply| ClientMsg::View { reply }).await
+    }
+
+    /// Integrations in id order (without live usage: `used_today` is the persisted
+    /// value, which may run up to one reservation block ahead).
+    pub fn list_integrations(
+        &self,
+        org: Option<&OrgId>,
+        after: Option<&IntegrationId>,
+        limit: usize,
+    ) -> EngineResult<Vec<IntegrationView>> {
+        let now = self.now_ms();
+        let today = day_of(now);
+        let storage = self.storage();
+        storage
+            .list_integrations(org, after, limit)?
+            .iter()
+            .map(|rec| {
+                let used = storage.day_usage(&rec.id, today)?.map_or(0, |u| u.reserved);
+                Ok(IntegrationView::build(rec, now, used, &|slot| storage.slot_use(slot).ok().flatten()))
+            })
+            .collect()
+    }
+
+    /// Changes name, scopes, quota or token settings. Today's count is kept.
+    pub async fn update_integration(
+        &self,
+        id: &IntegrationId,
+        update: IntegrationUpdate,
+        ctx: &AdminContext,
+    ) -> EngineResult<IntegrationView> {
+        let mut update = update;
+        if let Some(name) = &update.name {
+            update.name = Some(tollgate_storage::model::parse_name(name)?);
+        }
+        if let Some(ttl) = update.token_ttl_seconds {
+            check_ttl(ttl)?;
+        }
+        if let Some(rate) = update.token_requests_per_minute {
+            check_token_rate(rate)?;
+        }
+        self.admin(id, AdminOp::Update(update), ctx).await
+    }
+
+    /// Refuses everything from the integration from the next request on.
+    pub async fn disable(&self, id: &IntegrationId, reason: Option<String>, ctx: &AdminContext) -> EngineResult<IntegrationView> {
+        let reason = reason.map(|r| truncate(r.trim(), 500)).filter(|r| !r.is_empty());
+        self.admin(id, AdminOp::Disable { reason }, ctx).await
+    }
+
+    /// Re-enables a disabled integration.
+    pub async fn enable(&self, id: &IntegrationId, ctx: &AdminContext) -> EngineResult<IntegrationView> {
+        self.admin(id, AdminOp::Enable, ctx).await
+    }
+
+    /// Permanently off-boards: secrets erased, tokens dead, record kept.
+    pub async fn revoke(&self, id: &IntegrationId, ctx: &AdminContext) -> EngineResult<IntegrationView> {
+        self.admin(id, AdminOp::Revoke, ctx).await
+    }
+
+    /// Issues a new secret; see [`RotationMode`].
+    pub async fn rotate(&self, id: &IntegrationId, mode: RotationMode, ctx: &AdminContext) -> EngineResult<Rotated> {
+        if let RotationMode::Routine { grace } = mode {
+            if grace > MAX_GRACE {
+                return Err(EngineError::Invalid(ValidationError {
+                    what: "grace period",
+                    problem: format!("{} s is too long: use 0 to {} seconds", grace.as_secs(), MAX_GRACE.as_secs()),
+                }));
+            }
+        }
+        let (secret, slot) = self.hash_new_secret().await?;
+        let integration = self.admin(id, AdminOp::Rotate { slot, mode }, ctx).await?;
+        let previous_secret_expires_at_ms = integration
+            .secrets
+            .iter()
+            .find(|s| s.role == SlotRole::Previous && !s.is_expired)
+            .and_then(|s| s.expires_at_ms);
+        Ok(Rotated {
+            client_secret: secret,
+            previous_secret_expires_at_ms,
+            integration,
+        })
+    }
+
+    /// Ends a rotation's grace window now: only the new secret works from here on.
+    pub async fn finish_rotation(&self, id: &IntegrationId, ctx: &AdminContext) -> EngineResult<IntegrationView> {
+        self.admin(id, AdminOp::FinishRotation, ctx).await
+    }
+
+    async fn admin(&self, id: &IntegrationId, op: AdminOp, ctx: &AdminContext) -> EngineResult<IntegrationView> {
+        self.route_admin(id, |reply| ClientMsg::Admin {
+            op: op.clone(),
+            ctx: ctx.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Refuses a token id from now on (until `expires_at_ms`, when it is dead anyway).
+    pub async fn revoke_token(&self, client: &ClientId, jti: &str, expires_at_ms: u64, ctx: &RequestContext) -> EngineResult<()> {
+        let jti = truncate(jti, 128);
+        self.route(client, |reply| ClientMsg::RevokeToken {
+            jti: jti.clone(),
+            expires_at_ms,
+            context: ctx.clone(),
+            reply,
+        })
+        .await?
+        .ok_or_else(|| EngineError::NotFound(client.to_string()))
+    }
+
+    /// Usage for the last `days` days (1–90), today live.
+    pub async fn usage(&self, id: &IntegrationId, days: u32) -> EngineResult<UsageReport> {
+        if !(1..=90).contains(&days) {
+            return Err(EngineError::Invalid(ValidationError {
+                what: "days",
+                problem: format!("{days} is out of range: use 1 to 90"),
+            }));
+        }
+        let (today, live, daily_quota): (u32, DayUsage, u64) = self.route_admin(id, |reply| ClientMsg::Usage { reply }).await?;
+        let first = today.saturating_sub(days - 1);
+        let stored = self.storage().usage_range(id, first, today.saturating_sub(1))?;
+        let daily = (first..=today)
+            .map(|day| DayCount {
+                day,
+                count: if day == today {
+                    live.reserved
+                } else {
+                    stored.iter().find(|(d, _)| *d == day).map_or(0, |(_, u)| u.reserved)
+                },
+            })
+            .collect();
+        Ok(UsageReport {
+            daily,
+            hourly_today: live.hourly,
+            daily_quota,
+        })
+    }
+
+    // ---- the hot paths ----------------------------------------------------------------
+
+    /// Check-and-consume one request for `client` whose token is already
+    /// signature-checked: one message to the integration's actor.
+    pub async fn check(&self, client: &ClientId, token: TokenContext) -> EngineResult<CheckOutcome> {
+        let outcome = self
+            .route(client, |reply| ClientMsg::Check {
+                token: token.clone(),
+                reply,
+            })
+            .await?;
+        Ok(outcome.unwrap_or(CheckOutcome::Refused(Refusal::UnknownClient)))
+    }
+
+    /// Verifies client credentials (cached digest, else Argon2 on the bounded pool,
+    /// never inside an actor), checks requested scopes and the token rate, and writes
+    /// the audit entry; returns only after that entry is durable.
+    pub async fn authenticate(&self, request: AuthRequest) -> EngineResult<AuthOutcome> {
+        let now = self.now_ms();
+        let client = ClientId::parse(&request.client_id).ok();
+        let outcome = match &client {
+            None => Ok(AuthOutcome::Refused(AuthRefusal::UnknownClient)),
+            Some(client) => self.authenticate_known(client, &request).await,
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => return Err(e),
+        };
+        let mut event = AuditEvent {
+            at_ms: now,
+            client_id: client.clone(),
+            source_ip: Some(request.context.source_ip.clone()),
+            user_agent: request.context.user_agent.as_deref().map(|ua| truncate(ua, 256)),
+            ..AuditEvent::default()
+        };
+        match &outcome {
+            AuthOutcome::Granted(grant) => {
+                event.kind = if request.jti.is_some() { "token.issued" } else { "client.authenticated" }.into();
+                event.outcome = "success".into();
+                event.integration_id = Some(grant.integration_id.clone());
+                event.org_id = Some(grant.org_id.clone());
+                event.slot_id = Some(grant.slot_id.clone());
+                event.jti = request.jti.clone();
+                event.details = serde_json::json!({ "scopes": grant.scopes });
+            }
+            AuthOutcome::Refused(refusal) => {
+                event.kind = if request.jti.is_some() { "token.refused" } else { "client.auth_failed" }.into();
+                event.outcome = "failure".into();
+                event.reason = Some(refusal.as_str().into());
+                if let Some(client) = &client {
+                    if let Ok(Some(rec)) = self.storage().integration_by_client(client) {
+                        event.integration_id = Some(rec.id);
+                        event.org_id = Some(rec.org_id);
+                    }
+                }
+            }
+        }
+        let receipt = self.storage().batch().audit(event).commit().await?;
+        metrics::counter!("tollgate_authentications_total", "outcome" => match &outcome {
+            AuthOutcome::Granted(_) => "granted",
+            AuthOutcome::Refused(r) => r.as_str(),
+        })
+        .increment(1);
+        Ok(match outcome {
+            AuthOutcome::Granted(mut grant) => {
+                grant.audit_seq = receipt.audit_seqs.first().copied().unwrap_or_default();
+                AuthOutcome::Granted(grant)
+            }
+            refused => refused,
+        })
+    }
+
+    async fn authenticate_known(&self, client: &ClientId, request: &AuthRequest) -> EngineResult<AuthOutcome> {
+        let secret = match ClientSecret::parse(&request.client_secret) {
+            Ok(secret) => secret,
+            Err(e) => return Ok(AuthOutcome::Refused(AuthRefusal::MalformedSecret(e))),
+        };
+        let slot_id = secret.slot_id();
+        let digest = self.inner.shared.digester.digest(secret.expose());
+        let step = self
+            .route(client, |reply| ClientMsg::Authenticate {
+                slot_id: slot_id.clone(),
+                digest,
+                verified: None,
+                requested_scopes: request.requested_scopes.clone(),
+                source_ip: request.context.source_ip.clone(),
+                reply,
+            })
+            .await?;
+        let phc = match step {
+            None => return Ok(AuthOutcome::Refused(AuthRefusal::UnknownClient)),
+            Some(crate::client::AuthStep::Done(outcome)) => return Ok(outcome),
+            Some(crate::client::AuthStep::NeedsHash { phc }) => phc,
+        };
+        let exposed = secret.expose().to_owned();
+        let is_match = self.inner.hash_pool.run(move || verify_secret(&exposed, &phc)).await?;
+        metrics::counter!("tollgate_argon2_verifications_total").increment(1);
+        let step = self
+            .route(client, |reply| ClientMsg::Authenticate {
+                slot_id: slot_id.clone(),
+                digest,
+                verified: Some(is_match),
+                requested_scopes: request.requested_scopes.clone(),
+                source_ip: request.context.source_ip.clone(),
+                reply,
+            })
+            .await?;
+        match step {
+            None => Ok(AuthOutcome::Refused(AuthRefusal::UnknownClient)),
+            Some(crate::client::AuthStep::Done(outcome)) => Ok(outcome),
+            // The slot changed between the two messages (rotated meanwhile): refuse
+            // rather than loop; the client retries with its current secret.
+            Some(crate::client::AuthStep::NeedsHash { .. }) => Ok(AuthOutcome::Refused(AuthRefusal::WrongSecret)),
+        }
+    }
+
+    // ---- audit --------------------------------------------------------------------------
+
+    /// Appends an audit event and waits until it is durable.
+    pub async fn audit(&self, event: AuditEvent) -> EngineResult<u64> {
+        let receipt = self.storage().batch().audit(event).commit().await?;
+        Ok(receipt.audit_seqs.first().copied().unwrap_or_default())
+    }
+
+    /// Audit entries, newest first, before `before_seq`.
+    pub fn audit_query(&self, filter: &AuditFilter, before_seq: Option<u64>, limit: usize) -> EngineResult<Vec<AuditEntry>> {
+        Ok(self.storage().audit_query(filter, before_seq, limit)?)
+    }
+
+    /// Verifies the audit hash chain.
+    pub fn audit_verify(&self) -> EngineResult<ChainReport> {
+        Ok(self.storage().audit_verify()?)
+    }
+
+    // ---- residency ----------------------------------------------------------------------
+
+    /// How many client actors are resident.
+    pub fn resident_count(&self) -> usize {
+        self.inner.shards.iter().map(|s| s.directory.len()).sum()
+    }
+
+    /// Runs an eviction pass on every shard now; returns how many actors were evicted.
+    pub async fn evict_idle_now(&self) -> EngineResult<usize> {
+        let mut evicted = 0;
+        for shard in &self.inner.shards {
+            match shard
+                .actor
+                .call(|reply| ShardMsg::EvictIdle { reply: Some(reply) }, Some(self.inner.shared.config.call_timeout * 4))
+                .await
+            {
+                Ok(CallResult::Success(n)) => evicted += n,
+                Ok(CallResult::Timeout) => return Err(EngineError::Timeout),
+                _ => return Err(EngineError::ShuttingDown),
+            }
+        }
+        Ok(evicted)
+    }
+
+    /// Graceful stop: every client actor persists its exact count, shards stop, and
+    /// storage is flushed.
+    pub async fn shutdown(&self) -> EngineResult<()> {
+        let mut failures = HashSet::new();
+        for (i, shard) in self.inner.shards.iter().enumerate() {
+            let result = shard
+                .actor
+                .call(|reply| ShardMsg::RetireAll { reply }, Some(Duration::from_secs(60)))
+                .await;
+            if !matches!(result, Ok(CallResult::Success(()))) {
+                failures.insert(i);
+            }
+            shard.actor.stop(None);
+        }
+        self.storage().flush().await?;
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError::Internal(format!("shards {failures:?} did not stop cleanly")))
+        }
+    }
+}
+
+fn check_ttl(ttl: u32) -> EngineResult<u32> {
+    if TOKEN_TTL_RANGE.contains(&ttl) {
+        Ok(ttl)
+    } else {
+        Err(EngineError::Invalid(ValidationError {
+            what: "token lifetime",
+            problem: format!(
+                "{ttl} s is out of range: use {} to {} seconds",
+                TOKEN_TTL_RANGE.start(),
+                TOKEN_TTL_RANGE.end()
+            ),
+        }))
+    }
+}
+
+fn check_token_rate(rate: u32) -> EngineResult<u32> {
+    if TOKEN_RATE_RANGE.contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(EngineError::Invalid(ValidationError {
+            what: "token requests per minute",
+            problem: format!(
+                "{rate} is out of range: use {} to {}",
+                TOKEN_RATE_RANGE.start(),
+                TOKEN_RATE_RANGE.end()
+            ),
+        }))
+    }
+}
