@@ -9,17 +9,20 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tollgate_storage::PendingCommit;
 use tollgate_storage::audit::AuditEvent;
-use tollgate_storage::model::{DayUsage, IntegrationRecord, IntegrationStatus, Scope, SecretSlot, SlotId, SlotUse};
+use tollgate_storage::model::{
+    DayUsage, IntegrationRecord, IntegrationStatus, Scope, SecretSlot, SlotId, SlotUse,
+};
 
 use crate::clock::day_of;
 use crate::engine::{
-    AdminContext, AuthOutcome, AuthRefusal, CheckOutcome, EngineError, EngineResult, Grant, IntegrationUpdate,
-    IntegrationView, Refusal, RequestContext, RotationMode, Shared, TokenContext,
+    AdminContext, AuthOutcome, AuthRefusal, CheckOutcome, EngineError, EngineResult, Grant,
+    IntegrationUpdate, IntegrationView, Refusal, RequestContext, RotationMode, Shared,
+    TokenContext,
 };
 use crate::quota::{Admission, QuotaCounter};
 use crate::secret::{SecretDigest, digests_equal};
@@ -68,6 +71,8 @@ pub enum ClientMsg {
     Check {
         /// What the token says.
         token: TokenContext,
+        /// Past this the caller has given up: answer `Timeout` without counting.
+        deadline: Instant,
         /// Reply.
         reply: RpcReplyPort<EngineResult<CheckOutcome>>,
     },
@@ -180,7 +185,11 @@ impl Actor for ClientActor {
     type State = ClientState;
     type Arguments = ClientArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<ClientMsg>, args: ClientArgs) -> Result<ClientState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ClientMsg>,
+        args: ClientArgs,
+    ) -> Result<ClientState, ActorProcessingErr> {
         let storage = &args.shared.storage;
         let now = args.shared.clock.now_ms();
         let today = day_of(now);
@@ -191,7 +200,10 @@ impl Actor for ClientActor {
             .filter(|(_, exp)| *exp > now)
             .collect();
         let mut slot_uses = HashMap::new();
-        for slot in [&args.record.current_secret, &args.record.previous_secret].into_iter().flatten() {
+        for slot in [&args.record.current_secret, &args.record.previous_secret]
+            .into_iter()
+            .flatten()
+        {
             if let Some(used) = storage.slot_use(&slot.slot_id)? {
                 slot_uses.insert(slot.slot_id.clone(), used);
             }
@@ -215,7 +227,12 @@ impl Actor for ClientActor {
         })
     }
 
-    async fn handle(&self, _myself: ActorRef<ClientMsg>, msg: ClientMsg, state: &mut ClientState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<ClientMsg>,
+        msg: ClientMsg,
+        state: &mut ClientState,
+    ) -> Result<(), ActorProcessingErr> {
         let now = state.shared.clock.now_ms();
         state.last_active_ms.store(now, Ordering::Relaxed);
         if state.is_retired {
@@ -223,8 +240,17 @@ impl Actor for ClientActor {
             return Ok(());
         }
         match msg {
-            ClientMsg::Check { token, reply } => {
-                let _ = reply.send(state.check(now, &token).await);
+            ClientMsg::Check {
+                token,
+                deadline,
+                reply,
+            } => {
+                let result = if Instant::now() >= deadline {
+                    Err(EngineError::Timeout)
+                } else {
+                    state.check(now, &token, deadline).await
+                };
+                let _ = reply.send(result);
             }
             ClientMsg::Authenticate {
                 slot_id,
@@ -234,7 +260,14 @@ impl Actor for ClientActor {
                 source_ip,
                 reply,
             } => {
-                let _ = reply.send(Ok(state.authenticate(now, &slot_id, &digest, verified, requested_scopes, source_ip)));
+                let _ = reply.send(Ok(state.authenticate(
+                    now,
+                    &slot_id,
+                    &digest,
+                    verified,
+                    requested_scopes,
+                    source_ip,
+                )));
             }
             ClientMsg::Admin { op, ctx, reply } => {
                 let result = state.admin(now, op, &ctx).await.map(|()| state.view(now));
@@ -253,10 +286,13 @@ impl Actor for ClientActor {
                 let _ = reply.send(result);
             }
             ClientMsg::Usage { reply } => {
-                let result = state
-                    .roll_day(now)
-                    .await
-                    .map(|()| (state.counter.day(), state.counter.exact_snapshot(), state.rec.daily_quota.get()));
+                let result = state.roll_day(now).await.map(|()| {
+                    (
+                        state.counter.day(),
+                        state.counter.exact_snapshot(),
+                        state.rec.daily_quota.get(),
+                    )
+                });
                 let _ = reply.send(result);
             }
             ClientMsg::Retire { reply } => {
@@ -269,12 +305,16 @@ impl Actor for ClientActor {
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<ClientMsg>, state: &mut ClientState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ClientMsg>,
+        state: &mut ClientState,
+    ) -> Result<(), ActorProcessingErr> {
         // Stopped without Retire (e.g. the shard was stopped): still leave exact counts.
-        if !state.is_retired {
-            if let Err(e) = state.persist_exact().await {
-                tracing::error!(integration = %state.rec.id, error = %e, "could not persist the exact count on stop");
-            }
+        if !state.is_retired
+            && let Err(e) = state.persist_exact().await
+        {
+            tracing::error!(integration = %state.rec.id, error = %e, "could not persist the exact count on stop");
         }
         Ok(())
     }
@@ -284,8 +324,12 @@ fn refuse_moved(msg: ClientMsg) {
     match msg {
         ClientMsg::Check { reply, .. } => drop(reply.send(Err(EngineError::Moved))),
         ClientMsg::Authenticate { reply, .. } => drop(reply.send(Err(EngineError::Moved))),
-        ClientMsg::Admin { reply, .. } | ClientMsg::View { reply } => drop(reply.send(Err(EngineError::Moved))),
-        ClientMsg::RevokeToken { reply, .. } | ClientMsg::Retire { reply } => drop(reply.send(Err(EngineError::Moved))),
+        ClientMsg::Admin { reply, .. } | ClientMsg::View { reply } => {
+            drop(reply.send(Err(EngineError::Moved)))
+        }
+        ClientMsg::RevokeToken { reply, .. } | ClientMsg::Retire { reply } => {
+            drop(reply.send(Err(EngineError::Moved)))
+        }
         ClientMsg::Usage { reply } => drop(reply.send(Err(EngineError::Moved))),
         ClientMsg::Crash => {}
     }
@@ -309,12 +353,19 @@ impl ClientState {
     }
 
     fn view(&self, now: u64) -> IntegrationView {
-        IntegrationView::build(&self.rec, now, self.counter.used(), &|slot| self.slot_uses.get(slot).cloned())
+        IntegrationView::build(&self.rec, now, self.counter.used(), &|slot| {
+            self.slot_uses.get(slot).cloned()
+        })
     }
 
     // ---- quota ---------------------------------------------------------------------------
 
-    async fn check(&mut self, now: u64, token: &TokenContext) -> EngineResult<CheckOutcome> {
+    async fn check(
+        &mut self,
+        now: u64,
+        token: &TokenContext,
+        deadline: Instant,
+    ) -> EngineResult<CheckOutcome> {
         match self.rec.status {
             IntegrationStatus::Active => {}
             IntegrationStatus::Disabled => return Ok(CheckOutcome::Refused(Refusal::Disabled)),
@@ -323,17 +374,27 @@ impl ClientState {
         if token.issued_at_ms < self.rec.tokens_valid_after_ms {
             return Ok(CheckOutcome::Refused(Refusal::TokenIssuedBeforeCutoff));
         }
-        if let Some(jti) = &token.jti {
-            if self.revoked_jtis.contains_key(jti) {
-                return Ok(CheckOutcome::Refused(Refusal::TokenRevoked));
-            }
+        if token
+            .jti
+            .as_ref()
+            .is_some_and(|jti| self.revoked_jtis.contains_key(jti))
+        {
+            return Ok(CheckOutcome::Refused(Refusal::TokenRevoked));
         }
-        self.roll_day(now).await?;
+        tokio::time::timeout_at(deadline.into(), self.roll_day(now))
+            .await
+            .map_err(|_| EngineError::Timeout)??;
         let limit = self.rec.daily_quota.get();
-        let thresholds = self.shared.config.warning_thresholds.clone();
+        let thresholds = Arc::clone(&self.shared.config.warning_thresholds);
         loop {
             match self.counter.try_admit(now, limit, &thresholds) {
-                Admission::NeedsReservation { upto } => self.reserve(now, upto).await?,
+                Admission::NeedsReservation { upto } => {
+                    // The only await on the hot path: bounded by the caller's deadline.
+                    let reserve = self.reserve(now, upto);
+                    tokio::time::timeout_at(deadline.into(), reserve)
+                        .await
+                        .map_err(|_| EngineError::Timeout)??;
+                }
                 Admission::Admitted {
                     status,
                     newly_crossed,
@@ -352,7 +413,10 @@ impl ClientState {
                     }
                     return Ok(CheckOutcome::Admitted(status));
                 }
-                Admission::Exceeded { status, is_first_refusal } => {
+                Admission::Exceeded {
+                    status,
+                    is_first_refusal,
+                } => {
                     if is_first_refusal {
                         let mut e = self.event(now, "quota.exhausted", "exhausted");
                         e.details = serde_json::json!({ "limit": limit, "used": status.used });
@@ -390,15 +454,17 @@ impl ClientState {
 
     /// Makes sure a reservation of at least `upto` is durable, waiting on the disk.
     async fn reserve(&mut self, now: u64, upto: u64) -> EngineResult<()> {
-        if let Some((target, pending)) = self.reservation_in_flight.take() {
-            if pending.wait().await.is_ok() {
-                self.counter.reservation_durable(target);
-            }
+        if let Some((target, pending)) = self.reservation_in_flight.take()
+            && pending.wait().await.is_ok()
+        {
+            self.counter.reservation_durable(target);
         }
         if self.counter.durable_reserved() >= upto {
             return Ok(());
         }
-        let target = self.counter.next_reservation(upto, self.rec.daily_quota.get(), self.block());
+        let target = self
+            .counter
+            .next_reservation(upto, self.rec.daily_quota.get(), self.block());
         let snapshot = self.counter.reservation_snapshot(target, now);
         self.shared
             .storage
@@ -415,10 +481,13 @@ impl ClientState {
     fn reserve_ahead(&mut self, now: u64) {
         self.harvest_reservation();
         let (limit, block) = (self.rec.daily_quota.get(), self.block());
-        if self.reservation_in_flight.is_some() || !self.counter.should_reserve_ahead(limit, block) {
+        if self.reservation_in_flight.is_some() || !self.counter.should_reserve_ahead(limit, block)
+        {
             return;
         }
-        let target = self.counter.next_reservation(self.counter.used() + 1, limit, block);
+        let target = self
+            .counter
+            .next_reservation(self.counter.used() + 1, limit, block);
         if target <= self.counter.durable_reserved() {
             return;
         }
@@ -431,7 +500,9 @@ impl ClientState {
             .submit()
         {
             Ok(pending) => self.reservation_in_flight = Some((target, pending)),
-            Err(e) => tracing::error!(integration = %self.rec.id, error = %e, "could not submit a quota reservation"),
+            Err(e) => {
+                tracing::error!(integration = %self.rec.id, error = %e, "could not submit a quota reservation")
+            }
         }
     }
 
@@ -442,7 +513,8 @@ impl ClientState {
         }
         self.persist_exact().await?;
         let today = day_of(now);
-        self.counter = QuotaCounter::resume(today, self.shared.storage.day_usage(&self.rec.id, today)?);
+        self.counter =
+            QuotaCounter::resume(today, self.shared.storage.day_usage(&self.rec.id, today)?);
         Ok(())
     }
 
@@ -471,10 +543,20 @@ impl ClientState {
             IntegrationStatus::Disabled => return Err(AuthRefusal::Disabled),
             IntegrationStatus::Revoked => return Err(AuthRefusal::Revoked),
         }
-        if let Some(current) = self.rec.current_secret.as_ref().filter(|s| &s.slot_id == slot_id) {
+        if let Some(current) = self
+            .rec
+            .current_secret
+            .as_ref()
+            .filter(|s| &s.slot_id == slot_id)
+        {
             return Ok(current);
         }
-        match self.rec.previous_secret.as_ref().filter(|s| &s.slot_id == slot_id) {
+        match self
+            .rec
+            .previous_secret
+            .as_ref()
+            .filter(|s| &s.slot_id == slot_id)
+        {
             Some(prev) if prev.expires_at_ms.is_some_and(|e| e > now) => Ok(prev),
             Some(_) => Err(AuthRefusal::SecretExpired),
             None => Err(AuthRefusal::WrongSecret),
@@ -494,11 +576,20 @@ impl ClientState {
             Ok(slot) => slot,
             Err(refusal) => return AuthStep::Done(AuthOutcome::Refused(refusal)),
         };
-        let is_cached = self.verified.get(slot_id).is_some_and(|known| digests_equal(known, digest));
+        let is_cached = self
+            .verified
+            .get(slot_id)
+            .is_some_and(|known| digests_equal(known, digest));
         match (is_cached, verified) {
             (true, _) | (false, Some(true)) => {}
-            (false, Some(false)) => return AuthStep::Done(AuthOutcome::Refused(AuthRefusal::WrongSecret)),
-            (false, None) => return AuthStep::NeedsHash { phc: slot.phc.clone() },
+            (false, Some(false)) => {
+                return AuthStep::Done(AuthOutcome::Refused(AuthRefusal::WrongSecret));
+            }
+            (false, None) => {
+                return AuthStep::NeedsHash {
+                    phc: slot.phc.clone(),
+                };
+            }
         }
         self.verified.insert(slot_id.clone(), *digest);
         let scopes = match requested_scopes {
@@ -506,10 +597,18 @@ impl ClientState {
             Some(requested) if requested.iter().all(|s| self.rec.scopes.contains(s)) => requested,
             Some(_) => return AuthStep::Done(AuthOutcome::Refused(AuthRefusal::InvalidScope)),
         };
-        if let Err(retry_after) = self.token_bucket.take(now, self.rec.token_requests_per_minute) {
-            return AuthStep::Done(AuthOutcome::Refused(AuthRefusal::RateLimited { retry_after }));
+        if let Err(retry_after) = self
+            .token_bucket
+            .take(now, self.rec.token_requests_per_minute)
+        {
+            return AuthStep::Done(AuthOutcome::Refused(AuthRefusal::RateLimited {
+                retry_after,
+            }));
         }
-        let used = SlotUse { at_ms: now, ip: source_ip };
+        let used = SlotUse {
+            at_ms: now,
+            ip: source_ip,
+        };
         if let Err(e) = self.shared.storage.record_slot_use(slot_id, &used) {
             tracing::warn!(integration = %self.rec.id, error = %e, "could not record secret last use");
         }
@@ -525,7 +624,13 @@ impl ClientState {
         }))
     }
 
-    async fn revoke_token(&mut self, now: u64, jti: String, expires_at_ms: u64, ctx: &RequestContext) -> EngineResult<()> {
+    async fn revoke_token(
+        &mut self,
+        now: u64,
+        jti: String,
+        expires_at_ms: u64,
+        ctx: &RequestContext,
+    ) -> EngineResult<()> {
         self.revoked_jtis.retain(|_, exp| *exp > now);
         if self.revoked_jtis.contains_key(&jti) {
             return Ok(());
@@ -558,19 +663,31 @@ impl ClientState {
             AdminOp::Update(update) => {
                 let mut changed = serde_json::Map::new();
                 if let Some(name) = &update.name {
-                    changed.insert("name".into(), serde_json::json!({ "from": rec.name, "to": name }));
+                    changed.insert(
+                        "name".into(),
+                        serde_json::json!({ "from": rec.name, "to": name }),
+                    );
                     rec.name = name.clone();
                 }
                 if let Some(scopes) = &update.scopes {
-                    changed.insert("scopes".into(), serde_json::json!({ "from": rec.scopes, "to": scopes }));
+                    changed.insert(
+                        "scopes".into(),
+                        serde_json::json!({ "from": rec.scopes, "to": scopes }),
+                    );
                     rec.scopes = scopes.clone();
                 }
                 if let Some(quota) = update.daily_quota {
-                    changed.insert("daily_quota".into(), serde_json::json!({ "from": rec.daily_quota, "to": quota }));
+                    changed.insert(
+                        "daily_quota".into(),
+                        serde_json::json!({ "from": rec.daily_quota, "to": quota }),
+                    );
                     rec.daily_quota = quota;
                 }
                 if let Some(ttl) = update.token_ttl_seconds {
-                    changed.insert("token_ttl_seconds".into(), serde_json::json!({ "from": rec.token_ttl_seconds, "to": ttl }));
+                    changed.insert(
+                        "token_ttl_seconds".into(),
+                        serde_json::json!({ "from": rec.token_ttl_seconds, "to": ttl }),
+                    );
                     rec.token_ttl_seconds = ttl;
                 }
                 if let Some(rate) = update.token_requests_per_minute {
@@ -580,19 +697,33 @@ impl ClientState {
                     );
                     rec.token_requests_per_minute = rate;
                 }
-                ("integration.updated", "success", serde_json::json!({ "changed": changed }))
+                (
+                    "integration.updated",
+                    "success",
+                    serde_json::json!({ "changed": changed }),
+                )
             }
             AdminOp::Disable { reason } => {
                 if rec.status == IntegrationStatus::Disabled {
-                    return Err(EngineError::Conflict(format!("integration {} is already disabled", rec.id)));
+                    return Err(EngineError::Conflict(format!(
+                        "integration {} is already disabled",
+                        rec.id
+                    )));
                 }
                 rec.status = IntegrationStatus::Disabled;
                 rec.disabled_reason = reason.clone();
-                ("integration.disabled", "success", serde_json::json!({ "reason": reason }))
+                (
+                    "integration.disabled",
+                    "success",
+                    serde_json::json!({ "reason": reason }),
+                )
             }
             AdminOp::Enable => {
                 if rec.status == IntegrationStatus::Active {
-                    return Err(EngineError::Conflict(format!("integration {} is already active", rec.id)));
+                    return Err(EngineError::Conflict(format!(
+                        "integration {} is already active",
+                        rec.id
+                    )));
                 }
                 rec.status = IntegrationStatus::Active;
                 rec.disabled_reason = None;
@@ -636,13 +767,21 @@ impl ClientState {
                 }
             }
             AdminOp::FinishRotation => {
-                let Some(prev) = rec.previous_secret.take().filter(|p| p.expires_at_ms.is_some_and(|e| e > now)) else {
+                let Some(prev) = rec
+                    .previous_secret
+                    .take()
+                    .filter(|p| p.expires_at_ms.is_some_and(|e| e > now))
+                else {
                     return Err(EngineError::Conflict(format!(
                         "integration {} has no rotation in progress: there is no previous secret still in its grace window",
                         rec.id
                     )));
                 };
-                ("secret.rotation_finished", "success", serde_json::json!({ "previous_slot_id": prev.slot_id }))
+                (
+                    "secret.rotation_finished",
+                    "success",
+                    serde_json::json!({ "previous_slot_id": prev.slot_id }),
+                )
             }
         };
         rec.updated_at_ms = now;

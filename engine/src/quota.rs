@@ -117,7 +117,9 @@ impl QuotaCounter {
             };
         }
         if self.used + 1 > self.durable_reserved {
-            return Admission::NeedsReservation { upto: self.used + 1 };
+            return Admission::NeedsReservation {
+                upto: self.used + 1,
+            };
         }
         self.used += 1;
         self.hourly[hour_of(now_ms)] += 1;
@@ -125,7 +127,9 @@ impl QuotaCounter {
         let mut newly_crossed = None;
         for (i, &t) in thresholds.iter().enumerate() {
             let bit = 1u32 << (i.min(31));
-            if self.warned & bit == 0 && self.used.saturating_mul(100) >= u64::from(t).saturating_mul(limit) {
+            if self.warned & bit == 0
+                && self.used.saturating_mul(100) >= u64::from(t).saturating_mul(limit)
+            {
                 self.warned |= bit;
                 newly_crossed = newly_crossed.max(Some(t));
             }
@@ -153,7 +157,8 @@ impl QuotaCounter {
 
     /// Whether to reserve the next block now, before the current one runs out.
     pub(crate) fn should_reserve_ahead(&self, limit: u64, block: u64) -> bool {
-        self.durable_reserved < limit && self.durable_reserved - self.used.min(self.durable_reserved) <= block / 2
+        self.durable_reserved < limit
+            && self.durable_reserved - self.used.min(self.durable_reserved) <= block / 2
     }
 
     /// What to persist for a reservation up to `target`: the excess over the live
@@ -205,6 +210,12 @@ mod tests {
                     c.reservation_durable(target);
                 }
                 other => {
+                    // The invariant itself, before any reserve-ahead could mask a
+                    // missing synchronous reservation.
+                    assert!(
+                        c.used() <= c.durable_reserved(),
+                        "admitted past the durable reservation"
+                    );
                     if c.should_reserve_ahead(limit, block) {
                         let target = c.next_reservation(c.used() + 1, limit, block);
                         *disk = c.reservation_snapshot(target, NOW);
@@ -239,14 +250,21 @@ mod tests {
         let mut first_refusals = 0;
         for _ in 0..30 {
             match admit(&mut c, &mut disk, 20, 4) {
-                Admission::Admitted { newly_crossed, is_now_exhausted, status } => {
+                Admission::Admitted {
+                    newly_crossed,
+                    is_now_exhausted,
+                    status,
+                } => {
                     crossed.extend(newly_crossed);
                     exhausted += u32::from(is_now_exhausted);
                     if status.used == 16 {
                         assert_eq!(status.warning_threshold, Some(80));
                     }
                 }
-                Admission::Exceeded { is_first_refusal, status } => {
+                Admission::Exceeded {
+                    is_first_refusal,
+                    status,
+                } => {
                     first_refusals += u32::from(is_first_refusal);
                     assert_eq!(status.remaining, 0);
                 }
@@ -254,7 +272,11 @@ mod tests {
             }
         }
         assert_eq!(crossed, vec![80, 95]);
-        assert_eq!((exhausted, first_refusals), (1, 0), "exhaustion was already audited when reached");
+        assert_eq!(
+            (exhausted, first_refusals),
+            (1, 0),
+            "exhaustion was already audited when reached"
+        );
     }
 
     #[test]
@@ -264,8 +286,13 @@ mod tests {
         for _ in 0..10 {
             admit(&mut c, &mut disk, 10, 4);
         }
-        assert!(matches!(admit(&mut c, &mut disk, 10, 4), Admission::Exceeded { .. }));
-        assert!(matches!(admit(&mut c, &mut disk, 20, 4), Admission::Admitted { status, .. } if status.used == 11));
+        assert!(matches!(
+            admit(&mut c, &mut disk, 10, 4),
+            Admission::Exceeded { .. }
+        ));
+        assert!(
+            matches!(admit(&mut c, &mut disk, 20, 4), Admission::Admitted { status, .. } if status.used == 11)
+        );
     }
 
     proptest! {

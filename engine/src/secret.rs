@@ -78,10 +78,9 @@ impl ClientSecret {
         let shaped = text.len() == SECRET_LEN
             && text.starts_with(PREFIX)
             && bytes[PREFIX.len() + 10] == b'_'
-            && bytes
-                .iter()
-                .enumerate()
-                .all(|(i, b)| i < PREFIX.len() || i == PREFIX.len() + 10 || b.is_ascii_alphanumeric());
+            && bytes.iter().enumerate().all(|(i, b)| {
+                i < PREFIX.len() || i == PREFIX.len() + 10 || b.is_ascii_alphanumeric()
+            });
         if !shaped {
             return Err(SecretFormatError::NotASecret);
         }
@@ -94,7 +93,8 @@ impl ClientSecret {
 
     /// The slot the secret claims to belong to.
     pub fn slot_id(&self) -> SlotId {
-        SlotId::parse(&self.0[PREFIX.len()..PREFIX.len() + 10]).unwrap_or_else(|_| SlotId::generate())
+        SlotId::parse(&self.0[PREFIX.len()..PREFIX.len() + 10])
+            .unwrap_or_else(|_| SlotId::generate())
     }
 
     /// The secret itself, to show once or to hash.
@@ -219,7 +219,10 @@ mod tests {
         let mut chars: Vec<char> = secret.expose().chars().collect();
         chars[20] = if chars[20] == 'a' { 'b' } else { 'a' };
         let typo: String = chars.into_iter().collect();
-        assert_eq!(ClientSecret::parse(&typo), Err(SecretFormatError::BadChecksum));
+        assert_eq!(
+            ClientSecret::parse(&typo),
+            Err(SecretFormatError::BadChecksum)
+        );
     }
 
     #[test]

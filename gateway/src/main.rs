@@ -1,1 +1,3 @@
+//! The `tollgate` binary (filled in by the gateway issue).
+
 fn main() {}

@@ -1,1 +1,3 @@
+//! The Tollgate load generator (filled in by the load-test issue).
+
 fn main() {}

@@ -96,15 +96,19 @@ pub struct AuditFilter {
 
 impl AuditFilter {
     pub(crate) fn matches(&self, e: &AuditEvent) -> bool {
-        if let Some(org) = &self.org_id {
-            if e.org_id.as_ref() != Some(org) {
-                return false;
-            }
+        if self
+            .org_id
+            .as_ref()
+            .is_some_and(|org| e.org_id.as_ref() != Some(org))
+        {
+            return false;
         }
-        if let Some(id) = &self.integration_id {
-            if e.integration_id.as_ref() != Some(id) {
-                return false;
-            }
+        if self
+            .integration_id
+            .as_ref()
+            .is_some_and(|id| e.integration_id.as_ref() != Some(id))
+        {
+            return false;
         }
         if let Some(kind) = &self.kind {
             let ok = if kind.ends_with('.') {

@@ -472,10 +472,8 @@ impl Storage {
                 let (key, _) = item?;
                 let seq = be_u64(&key[key.len() - 8..])
                     .ok_or_else(|| StorageError::corrupt("audit index", "bad key"))?;
-                if let Some(entry) = self.audit_entry(seq)? {
-                    if filter.matches(&entry.event) {
-                        out.push(entry);
-                    }
+                if let Some(entry) = self.audit_entry(seq)?.filter(|e| filter.matches(&e.event)) {
+                    out.push(entry);
                 }
             }
         } else {
@@ -506,9 +504,8 @@ impl Storage {
     /// Walks the whole chain and reports the first broken link, if any.
     pub fn audit_verify(&self) -> Result<ChainReport> {
         let mut expected_prev = GENESIS_HASH.to_owned();
-        let mut expected_seq = 1u64;
         let mut checked = 0u64;
-        for item in self.inner.trees.audit.iter() {
+        for (expected_seq, item) in (1u64..).zip(self.inner.trees.audit.iter()) {
             let (key, value) = item?;
             let seq = be_u64(&key).unwrap_or(0);
             let broken = |problem: String| ChainReport {
@@ -539,7 +536,6 @@ impl Storage {
                 return Ok(broken("does not link to the entry before it".into()));
             }
             expected_prev = hash;
-            expected_seq += 1;
             checked += 1;
         }
         Ok(ChainReport {

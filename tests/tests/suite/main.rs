@@ -1,1 +1,4 @@
+//! Tollgate's end-to-end test suite: one binary, a module per area.
 
+mod crash;
+mod engine;
