@@ -1,1 +1,151 @@
-//! placeholder
+//! `tollgate-admin`: the admin REST API (`/admin/v1`) and the web dashboard.
+//!
+//! Admins register, inspect, rotate, disable and revoke integrations, read usage and
+//! the audit trail, and manage admin and signing keys. Every change goes through the
+//! engine (so through the integration's own actor) and is audited with the admin key
+//! that made it.
+//!
+//! # Layout
+//! - [`auth`]: admin keys, the bootstrap key, the [`auth::Principal`] extractor.
+//! - [`integrations`]: integration lifecycle, rotation, usage, activity.
+//! - [`audit`]: the global audit log, JSON Lines export, chain verification.
+//! - [`keys`]: admin keys and token-signing keys.
+//! - [`error`]: [`error::ApiError`] and the JSON extractor.
+//! - [`dto`]: response shapes and time formatting.
+
+pub mod audit;
+pub mod auth;
+pub mod dto;
+pub mod error;
+pub mod integrations;
+pub mod keys;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use tollgate_engine::model::{AdminKeyId, AdminKeyRecord};
+use tollgate_engine::storage::audit::AuditEvent;
+use tollgate_engine::{Engine, EngineError, EngineResult};
+
+use crate::auth::{BOOTSTRAP_KEY_ID, MIN_BOOTSTRAP_KEY_CHARS, VerifiedKeys, generate_key};
+
+/// Largest JSON body the admin API reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A future returned by [`SigningKeyAdmin`].
+pub type KeyFuture<'a, T> = Pin<Box<dyn Future<Output = EngineResult<T>> + Send + 'a>>;
+
+/// A published signing key, as listed to admins.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SigningKeyInfo {
+    /// The JWT `kid`.
+    pub kid: String,
+    /// Whether it signs new tokens.
+    pub is_current: bool,
+    /// When it was retired (Unix ms).
+    pub retired_at_ms: Option<u64>,
+}
+
+/// Token-signing keys, owned by the gateway; the admin API rotates and lists them.
+pub trait SigningKeyAdmin: Send + Sync {
+    /// Makes a new signing key; returns its kid.
+    fn rotate(&self, now_ms: u64) -> KeyFuture<'_, String>;
+    /// The keys still published.
+    fn list(&self) -> Vec<SigningKeyInfo>;
+}
+
+/// What the admin handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The engine.
+    pub engine: Engine,
+    pub(crate) signing: Arc<dyn SigningKeyAdmin>,
+    pub(crate) verified: Arc<VerifiedKeys>,
+    generated_bootstrap_key: Option<String>,
+}
+
+impl AdminState {
+    /// Prepares the admin API. On a data dir with no admin key it creates the
+    /// bootstrap key: `bootstrap_key` when given (16+ characters), else a generated
+    /// one, available once from [`AdminState::generated_bootstrap_key`].
+    pub async fn start(
+        engine: Engine,
+        signing: Arc<dyn SigningKeyAdmin>,
+        bootstrap_key: Option<String>,
+    ) -> EngineResult<Self> {
+        let mut generated = None;
+        if engine.storage().admin_keys()?.is_empty() {
+            let (id, key) = match bootstrap_key {
+                Some(key) => {
+                    if key.chars().count() < MIN_BOOTSTRAP_KEY_CHARS {
+                        return Err(EngineError::Invalid(tollgate_engine::model::ValidationError {
+                            what: "TOLLGATE_ADMIN_KEY",
+                            problem: format!("use at least {MIN_BOOTSTRAP_KEY_CHARS} characters"),
+                        }));
+                    }
+                    let id = match auth::key_id_of(&key) {
+                        Ok(id) => id,
+                        Err(_) => AdminKeyId::parse(BOOTSTRAP_KEY_ID)?,
+                    };
+                    (id, key)
+                }
+                None => {
+                    let id = AdminKeyId::generate();
+                    let key = generate_key(&id);
+                    generated = Some(key.clone());
+                    (id, key)
+                }
+            };
+            let phc = engine.hash_on_pool(key).await?;
+            let now = engine.now_ms();
+            let record = AdminKeyRecord {
+                id: id.clone(),
+                phc,
+                label: "bootstrap".into(),
+                org_id: None,
+                is_read_only: false,
+                created_at_ms: now,
+                revoked_at_ms: None,
+            };
+            let event = AuditEvent {
+                at_ms: now,
+                kind: "admin_key.created".into(),
+                admin_key_id: Some(id),
+                outcome: "success".into(),
+                reason: Some("bootstrap key on first start".into()),
+                ..AuditEvent::default()
+            };
+            engine
+                .storage()
+                .batch()
+                .put_admin_key(&record)
+                .audit(event)
+                .commit()
+                .await?;
+        }
+        Ok(Self {
+            engine,
+            signing,
+            verified: Arc::new(VerifiedKeys::default()),
+            generated_bootstrap_key: generated,
+        })
+    }
+
+    /// The bootstrap key generated on this start, to print once; `None` otherwise.
+    pub fn generated_bootstrap_key(&self) -> Option<String> {
+        self.generated_bootstrap_key.clone()
+    }
+}
+
+/// The admin router: `/admin/v1/...`.
+pub fn app(state: AdminState) -> Router {
+    Router::new()
+        .merge(integrations::router())
+        .merge(audit::router())
+        .merge(keys::router())
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

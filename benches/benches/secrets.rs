@@ -13,9 +13,7 @@ use tollgate_engine::model::{DailyQuota, OrgId, SlotId};
 use tollgate_engine::secret::{ClientSecret, hash_secret, verify_secret};
 use tollgate_engine::storage::Storage;
 use tollgate_engine::storage::audit::AuditEvent;
-use tollgate_engine::{
-    AdminContext, AuthOutcome, AuthRequest, Engine, EngineConfig, NewIntegration, RequestContext,
-};
+use tollgate_engine::{AdminContext, AuthOutcome, AuthRequest, Engine, EngineConfig, NewIntegration, RequestContext};
 
 fn secret_verification(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -63,6 +61,7 @@ fn secret_verification(c: &mut Criterion) {
             source_ip: "127.0.0.1".into(),
             user_agent: None,
         },
+        allow_slow_verify: true,
     };
     group.bench_function("warm_engine_authenticate_with_durable_audit", |b| {
         b.to_async(&rt).iter_custom(|iters| {

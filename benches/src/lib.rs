@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use tollgate_engine::clock::SystemClock;
 use tollgate_engine::model::{
-    ClientId, DailyQuota, IntegrationId, IntegrationRecord, IntegrationStatus, OrgId, SecretSlot,
-    SlotId,
+    ClientId, DailyQuota, IntegrationId, IntegrationRecord, IntegrationStatus, OrgId, SecretSlot, SlotId,
 };
 use tollgate_engine::storage::Storage;
 use tollgate_engine::{Engine, EngineConfig};

@@ -14,15 +14,12 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tollgate_storage::PendingCommit;
 use tollgate_storage::audit::AuditEvent;
-use tollgate_storage::model::{
-    DayUsage, IntegrationRecord, IntegrationStatus, Scope, SecretSlot, SlotId, SlotUse,
-};
+use tollgate_storage::model::{DayUsage, IntegrationRecord, IntegrationStatus, Scope, SecretSlot, SlotId, SlotUse};
 
 use crate::clock::day_of;
 use crate::engine::{
-    AdminContext, AuthOutcome, AuthRefusal, CheckOutcome, EngineError, EngineResult, Grant,
-    IntegrationUpdate, IntegrationView, Refusal, RequestContext, RotationMode, Shared,
-    TokenContext,
+    AdminContext, AuthOutcome, AuthRefusal, CheckOutcome, EngineError, EngineResult, Grant, IntegrationUpdate,
+    IntegrationView, Refusal, RequestContext, RotationMode, Shared, TokenContext,
 };
 use crate::quota::{Admission, QuotaCounter};
 use crate::secret::{SecretDigest, digests_equal};
@@ -111,6 +108,13 @@ pub enum ClientMsg {
         context: RequestContext,
         /// Reply.
         reply: RpcReplyPort<EngineResult<()>>,
+    },
+    /// Would this token be refused (without counting)?
+    Validate {
+        /// What the token says.
+        token: TokenContext,
+        /// Reply: the refusal, or `None`.
+        reply: RpcReplyPort<EngineResult<Option<Refusal>>>,
     },
     /// The integration with live usage.
     View {
@@ -240,11 +244,7 @@ impl Actor for ClientActor {
             return Ok(());
         }
         match msg {
-            ClientMsg::Check {
-                token,
-                deadline,
-                reply,
-            } => {
+            ClientMsg::Check { token, deadline, reply } => {
                 let result = if Instant::now() >= deadline {
                     Err(EngineError::Timeout)
                 } else {
@@ -281,6 +281,9 @@ impl Actor for ClientActor {
             } => {
                 let _ = reply.send(state.revoke_token(now, jti, expires_at_ms, &context).await);
             }
+            ClientMsg::Validate { token, reply } => {
+                let _ = reply.send(Ok(state.refusal(&token)));
+            }
             ClientMsg::View { reply } => {
                 let result = state.roll_day(now).await.map(|()| state.view(now));
                 let _ = reply.send(result);
@@ -305,11 +308,7 @@ impl Actor for ClientActor {
         Ok(())
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<ClientMsg>,
-        state: &mut ClientState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<ClientMsg>, state: &mut ClientState) -> Result<(), ActorProcessingErr> {
         // Stopped without Retire (e.g. the shard was stopped): still leave exact counts.
         if !state.is_retired
             && let Err(e) = state.persist_exact().await
@@ -324,13 +323,10 @@ fn refuse_moved(msg: ClientMsg) {
     match msg {
         ClientMsg::Check { reply, .. } => drop(reply.send(Err(EngineError::Moved))),
         ClientMsg::Authenticate { reply, .. } => drop(reply.send(Err(EngineError::Moved))),
-        ClientMsg::Admin { reply, .. } | ClientMsg::View { reply } => {
-            drop(reply.send(Err(EngineError::Moved)))
-        }
-        ClientMsg::RevokeToken { reply, .. } | ClientMsg::Retire { reply } => {
-            drop(reply.send(Err(EngineError::Moved)))
-        }
+        ClientMsg::Admin { reply, .. } | ClientMsg::View { reply } => drop(reply.send(Err(EngineError::Moved))),
+        ClientMsg::RevokeToken { reply, .. } | ClientMsg::Retire { reply } => drop(reply.send(Err(EngineError::Moved))),
         ClientMsg::Usage { reply } => drop(reply.send(Err(EngineError::Moved))),
+        ClientMsg::Validate { reply, .. } => drop(reply.send(Err(EngineError::Moved))),
         ClientMsg::Crash => {}
     }
 }
@@ -360,26 +356,29 @@ impl ClientState {
 
     // ---- quota ---------------------------------------------------------------------------
 
-    async fn check(
-        &mut self,
-        now: u64,
-        token: &TokenContext,
-        deadline: Instant,
-    ) -> EngineResult<CheckOutcome> {
+    /// Why a token of this integration is refused regardless of quota, if it is.
+    fn refusal(&self, token: &TokenContext) -> Option<Refusal> {
         match self.rec.status {
             IntegrationStatus::Active => {}
-            IntegrationStatus::Disabled => return Ok(CheckOutcome::Refused(Refusal::Disabled)),
-            IntegrationStatus::Revoked => return Ok(CheckOutcome::Refused(Refusal::Revoked)),
+            IntegrationStatus::Disabled => return Some(Refusal::Disabled),
+            IntegrationStatus::Revoked => return Some(Refusal::Revoked),
         }
         if token.issued_at_ms < self.rec.tokens_valid_after_ms {
-            return Ok(CheckOutcome::Refused(Refusal::TokenIssuedBeforeCutoff));
+            return Some(Refusal::TokenIssuedBeforeCutoff);
         }
         if token
             .jti
             .as_ref()
             .is_some_and(|jti| self.revoked_jtis.contains_key(jti))
         {
-            return Ok(CheckOutcome::Refused(Refusal::TokenRevoked));
+            return Some(Refusal::TokenRevoked);
+        }
+        None
+    }
+
+    async fn check(&mut self, now: u64, token: &TokenContext, deadline: Instant) -> EngineResult<CheckOutcome> {
+        if let Some(refusal) = self.refusal(token) {
+            return Ok(CheckOutcome::Refused(refusal));
         }
         tokio::time::timeout_at(deadline.into(), self.roll_day(now))
             .await
@@ -403,7 +402,8 @@ impl ClientState {
                     self.reserve_ahead(now);
                     if let Some(threshold) = newly_crossed {
                         let mut e = self.event(now, "quota.warning", "warning");
-                        e.details = serde_json::json!({ "threshold_percent": threshold, "used": status.used, "limit": limit });
+                        e.details =
+                            serde_json::json!({ "threshold_percent": threshold, "used": status.used, "limit": limit });
                         self.audit_detached(e);
                     }
                     if is_now_exhausted {
@@ -481,13 +481,10 @@ impl ClientState {
     fn reserve_ahead(&mut self, now: u64) {
         self.harvest_reservation();
         let (limit, block) = (self.rec.daily_quota.get(), self.block());
-        if self.reservation_in_flight.is_some() || !self.counter.should_reserve_ahead(limit, block)
-        {
+        if self.reservation_in_flight.is_some() || !self.counter.should_reserve_ahead(limit, block) {
             return;
         }
-        let target = self
-            .counter
-            .next_reservation(self.counter.used() + 1, limit, block);
+        let target = self.counter.next_reservation(self.counter.used() + 1, limit, block);
         if target <= self.counter.durable_reserved() {
             return;
         }
@@ -513,8 +510,7 @@ impl ClientState {
         }
         self.persist_exact().await?;
         let today = day_of(now);
-        self.counter =
-            QuotaCounter::resume(today, self.shared.storage.day_usage(&self.rec.id, today)?);
+        self.counter = QuotaCounter::resume(today, self.shared.storage.day_usage(&self.rec.id, today)?);
         Ok(())
     }
 
@@ -543,20 +539,10 @@ impl ClientState {
             IntegrationStatus::Disabled => return Err(AuthRefusal::Disabled),
             IntegrationStatus::Revoked => return Err(AuthRefusal::Revoked),
         }
-        if let Some(current) = self
-            .rec
-            .current_secret
-            .as_ref()
-            .filter(|s| &s.slot_id == slot_id)
-        {
+        if let Some(current) = self.rec.current_secret.as_ref().filter(|s| &s.slot_id == slot_id) {
             return Ok(current);
         }
-        match self
-            .rec
-            .previous_secret
-            .as_ref()
-            .filter(|s| &s.slot_id == slot_id)
-        {
+        match self.rec.previous_secret.as_ref().filter(|s| &s.slot_id == slot_id) {
             Some(prev) if prev.expires_at_ms.is_some_and(|e| e > now) => Ok(prev),
             Some(_) => Err(AuthRefusal::SecretExpired),
             None => Err(AuthRefusal::WrongSecret),
@@ -586,9 +572,7 @@ impl ClientState {
                 return AuthStep::Done(AuthOutcome::Refused(AuthRefusal::WrongSecret));
             }
             (false, None) => {
-                return AuthStep::NeedsHash {
-                    phc: slot.phc.clone(),
-                };
+                return AuthStep::NeedsHash { phc: slot.phc.clone() };
             }
         }
         self.verified.insert(slot_id.clone(), *digest);
@@ -597,13 +581,8 @@ impl ClientState {
             Some(requested) if requested.iter().all(|s| self.rec.scopes.contains(s)) => requested,
             Some(_) => return AuthStep::Done(AuthOutcome::Refused(AuthRefusal::InvalidScope)),
         };
-        if let Err(retry_after) = self
-            .token_bucket
-            .take(now, self.rec.token_requests_per_minute)
-        {
-            return AuthStep::Done(AuthOutcome::Refused(AuthRefusal::RateLimited {
-                retry_after,
-            }));
+        if let Err(retry_after) = self.token_bucket.take(now, self.rec.token_requests_per_minute) {
+            return AuthStep::Done(AuthOutcome::Refused(AuthRefusal::RateLimited { retry_after }));
         }
         let used = SlotUse {
             at_ms: now,
@@ -663,17 +642,11 @@ impl ClientState {
             AdminOp::Update(update) => {
                 let mut changed = serde_json::Map::new();
                 if let Some(name) = &update.name {
-                    changed.insert(
-                        "name".into(),
-                        serde_json::json!({ "from": rec.name, "to": name }),
-                    );
+                    changed.insert("name".into(), serde_json::json!({ "from": rec.name, "to": name }));
                     rec.name = name.clone();
                 }
                 if let Some(scopes) = &update.scopes {
-                    changed.insert(
-                        "scopes".into(),
-                        serde_json::json!({ "from": rec.scopes, "to": scopes }),
-                    );
+                    changed.insert("scopes".into(), serde_json::json!({ "from": rec.scopes, "to": scopes }));
                     rec.scopes = scopes.clone();
                 }
                 if let Some(quota) = update.daily_quota {

@@ -43,8 +43,7 @@ impl ManualClock {
 
     /// Moves time forward.
     pub fn advance(&self, by: Duration) {
-        self.now_ms
-            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+        self.now_ms.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Sets the time.

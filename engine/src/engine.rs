@@ -9,8 +9,8 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorRef, RpcReplyPort};
 use tollgate_storage::audit::{AuditEntry, AuditEvent, AuditFilter, ChainReport};
 use tollgate_storage::model::{
-    AdminKeyId, ClientId, DailyQuota, DayUsage, IntegrationId, IntegrationRecord,
-    IntegrationStatus, OrgId, Scope, SecretSlot, SlotId, SlotUse, ValidationError,
+    AdminKeyId, ClientId, DailyQuota, DayUsage, IntegrationId, IntegrationRecord, IntegrationStatus, OrgId, Scope,
+    SecretSlot, SlotId, SlotUse, ValidationError,
 };
 use tollgate_storage::{Storage, StorageError};
 
@@ -18,9 +18,7 @@ use crate::client::{AdminOp, ClientMsg};
 use crate::clock::{Clock, day_of};
 use crate::quota::QuotaStatus;
 use crate::ring::HashRing;
-use crate::secret::{
-    ClientSecret, Digester, HashPool, SecretFormatError, hash_secret, verify_secret,
-};
+use crate::secret::{ClientSecret, Digester, HashPool, SecretFormatError, hash_secret, verify_secret};
 use crate::shard::{Directory, ShardActor, ShardArgs, ShardMsg};
 
 /// Tunables. `Default` gives the production values.
@@ -369,6 +367,10 @@ pub struct AuthRequest {
     pub jti: Option<String>,
     /// Where the request came from.
     pub context: RequestContext,
+    /// Whether Argon2 may run for this request. The brute-force guard clears it for
+    /// locked-out sources: a secret already verified (cached) still passes, a guess
+    /// is refused with [`AuthRefusal::Throttled`] at no cost.
+    pub allow_slow_verify: bool,
 }
 
 /// What a successful authentication grants.
@@ -407,6 +409,8 @@ pub enum AuthRefusal {
     Revoked,
     /// A requested scope is not one of the integration's.
     InvalidScope,
+    /// The source is locked out and the secret is not one already verified.
+    Throttled,
     /// Too many token requests this minute.
     RateLimited {
         /// When the next request will be allowed.
@@ -425,6 +429,7 @@ impl AuthRefusal {
             Self::Disabled => "integration_disabled",
             Self::Revoked => "integration_revoked",
             Self::InvalidScope => "invalid_scope",
+            Self::Throttled => "throttled",
             Self::RateLimited { .. } => "rate_limited",
         }
     }
@@ -501,11 +506,7 @@ fn truncate(s: &str, max_chars: usize) -> String {
 
 impl Engine {
     /// Starts the shard actors over `storage`.
-    pub async fn start(
-        storage: Storage,
-        clock: Arc<dyn Clock>,
-        config: EngineConfig,
-    ) -> EngineResult<Self> {
+    pub async fn start(storage: Storage, clock: Arc<dyn Clock>, config: EngineConfig) -> EngineResult<Self> {
         if config.warning_thresholds.iter().any(|&t| t == 0 || t > 100) {
             return Err(EngineError::Invalid(ValidationError {
                 what: "warning thresholds",
@@ -566,11 +567,7 @@ impl Engine {
         &self.inner.shards[self.inner.ring.shard_for(client.as_str().as_bytes()) as usize]
     }
 
-    async fn resolve(
-        &self,
-        client: &ClientId,
-        stale: Option<ActorId>,
-    ) -> EngineResult<Option<ActorRef<ClientMsg>>> {
+    async fn resolve(&self, client: &ClientId, stale: Option<ActorId>) -> EngineResult<Option<ActorRef<ClientMsg>>> {
         let shard = self.shard_of(client);
         if stale.is_none()
             && let Some(actor) = shard.directory.get(client)
@@ -581,11 +578,7 @@ impl Engine {
         match shard
             .actor
             .call(
-                |reply| ShardMsg::Lookup {
-                    client,
-                    stale,
-                    reply,
-                },
+                |reply| ShardMsg::Lookup { client, stale, reply },
                 Some(self.inner.shared.config.call_timeout),
             )
             .await
@@ -624,9 +617,7 @@ impl Engine {
                 return Ok(None);
             };
             match actor.call(&message, timeout).await {
-                Ok(CallResult::Success(Err(EngineError::Moved)))
-                | Ok(CallResult::SenderError)
-                | Err(_) => {
+                Ok(CallResult::Success(Err(EngineError::Moved))) | Ok(CallResult::SenderError) | Err(_) => {
                     stale = Some(actor.get_id());
                 }
                 Ok(CallResult::Success(result)) => return result.map(Some),
@@ -659,11 +650,7 @@ impl Engine {
         let slot_id = SlotId::generate();
         let secret = ClientSecret::generate(&slot_id);
         let exposed = secret.expose().to_owned();
-        let phc = self
-            .inner
-            .hash_pool
-            .run(move || hash_secret(&exposed))
-            .await??;
+        let phc = self.inner.hash_pool.run(move || hash_secret(&exposed)).await??;
         let slot = SecretSlot {
             slot_id,
             phc,
@@ -683,10 +670,7 @@ impl Engine {
     ) -> EngineResult<CreatedIntegration> {
         let config = &self.inner.shared.config;
         let name = tollgate_storage::model::parse_name(&new.name)?;
-        let token_ttl_seconds = check_ttl(
-            new.token_ttl_seconds
-                .unwrap_or(config.default_token_ttl_seconds),
-        )?;
+        let token_ttl_seconds = check_ttl(new.token_ttl_seconds.unwrap_or(config.default_token_ttl_seconds))?;
         let token_requests_per_minute = check_token_rate(
             new.token_requests_per_minute
                 .unwrap_or(config.default_token_requests_per_minute),
@@ -744,8 +728,7 @@ impl Engine {
 
     /// One integration with live usage.
     pub async fn integration(&self, id: &IntegrationId) -> EngineResult<IntegrationView> {
-        self.route_admin(id, |reply| ClientMsg::View { reply })
-            .await
+        self.route_admin(id, |reply| ClientMsg::View { reply }).await
     }
 
     /// Integrations in id order (without live usage: `used_today` is the persisted
@@ -798,37 +781,22 @@ impl Engine {
         reason: Option<String>,
         ctx: &AdminContext,
     ) -> EngineResult<IntegrationView> {
-        let reason = reason
-            .map(|r| truncate(r.trim(), 500))
-            .filter(|r| !r.is_empty());
+        let reason = reason.map(|r| truncate(r.trim(), 500)).filter(|r| !r.is_empty());
         self.admin(id, AdminOp::Disable { reason }, ctx).await
     }
 
     /// Re-enables a disabled integration.
-    pub async fn enable(
-        &self,
-        id: &IntegrationId,
-        ctx: &AdminContext,
-    ) -> EngineResult<IntegrationView> {
+    pub async fn enable(&self, id: &IntegrationId, ctx: &AdminContext) -> EngineResult<IntegrationView> {
         self.admin(id, AdminOp::Enable, ctx).await
     }
 
     /// Permanently off-boards: secrets erased, tokens dead, record kept.
-    pub async fn revoke(
-        &self,
-        id: &IntegrationId,
-        ctx: &AdminContext,
-    ) -> EngineResult<IntegrationView> {
+    pub async fn revoke(&self, id: &IntegrationId, ctx: &AdminContext) -> EngineResult<IntegrationView> {
         self.admin(id, AdminOp::Revoke, ctx).await
     }
 
     /// Issues a new secret; see [`RotationMode`].
-    pub async fn rotate(
-        &self,
-        id: &IntegrationId,
-        mode: RotationMode,
-        ctx: &AdminContext,
-    ) -> EngineResult<Rotated> {
+    pub async fn rotate(&self, id: &IntegrationId, mode: RotationMode, ctx: &AdminContext) -> EngineResult<Rotated> {
         if let RotationMode::Routine { grace } = mode
             && grace > MAX_GRACE
         {
@@ -856,20 +824,11 @@ impl Engine {
     }
 
     /// Ends a rotation's grace window now: only the new secret works from here on.
-    pub async fn finish_rotation(
-        &self,
-        id: &IntegrationId,
-        ctx: &AdminContext,
-    ) -> EngineResult<IntegrationView> {
+    pub async fn finish_rotation(&self, id: &IntegrationId, ctx: &AdminContext) -> EngineResult<IntegrationView> {
         self.admin(id, AdminOp::FinishRotation, ctx).await
     }
 
-    async fn admin(
-        &self,
-        id: &IntegrationId,
-        op: AdminOp,
-        ctx: &AdminContext,
-    ) -> EngineResult<IntegrationView> {
+    async fn admin(&self, id: &IntegrationId, op: AdminOp, ctx: &AdminContext) -> EngineResult<IntegrationView> {
         self.route_admin(id, |reply| ClientMsg::Admin {
             op: op.clone(),
             ctx: ctx.clone(),
@@ -905,23 +864,17 @@ impl Engine {
                 problem: format!("{days} is out of range: use 1 to 90"),
             }));
         }
-        let (today, live, daily_quota): (u32, DayUsage, u64) = self
-            .route_admin(id, |reply| ClientMsg::Usage { reply })
-            .await?;
+        let (today, live, daily_quota): (u32, DayUsage, u64) =
+            self.route_admin(id, |reply| ClientMsg::Usage { reply }).await?;
         let first = today.saturating_sub(days - 1);
-        let stored = self
-            .storage()
-            .usage_range(id, first, today.saturating_sub(1))?;
+        let stored = self.storage().usage_range(id, first, today.saturating_sub(1))?;
         let daily = (first..=today)
             .map(|day| DayCount {
                 day,
                 count: if day == today {
                     live.reserved
                 } else {
-                    stored
-                        .iter()
-                        .find(|(d, _)| *d == day)
-                        .map_or(0, |(_, u)| u.reserved)
+                    stored.iter().find(|(d, _)| *d == day).map_or(0, |(_, u)| u.reserved)
                 },
             })
             .collect();
@@ -936,11 +889,7 @@ impl Engine {
 
     /// Check-and-consume one request for `client` whose token is already
     /// signature-checked: one message to the integration's actor.
-    pub async fn check(
-        &self,
-        client: &ClientId,
-        token: TokenContext,
-    ) -> EngineResult<CheckOutcome> {
+    pub async fn check(&self, client: &ClientId, token: TokenContext) -> EngineResult<CheckOutcome> {
         let deadline = Instant::now() + self.inner.shared.config.call_timeout;
         let outcome = self
             .route_with(client, None, |reply| ClientMsg::Check {
@@ -950,6 +899,18 @@ impl Engine {
             })
             .await?;
         Ok(outcome.unwrap_or(CheckOutcome::Refused(Refusal::UnknownClient)))
+    }
+
+    /// Why a signature-checked token would be refused now (disabled, revoked, cut
+    /// off, revoked jti), without counting anything; `None` when it is acceptable.
+    pub async fn token_refusal(&self, client: &ClientId, token: TokenContext) -> EngineResult<Option<Refusal>> {
+        let refusal = self
+            .route(client, |reply| ClientMsg::Validate {
+                token: token.clone(),
+                reply,
+            })
+            .await?;
+        Ok(refusal.unwrap_or(Some(Refusal::UnknownClient)))
     }
 
     /// Verifies client credentials (cached digest, else Argon2 on the bounded pool,
@@ -962,19 +923,23 @@ impl Engine {
             None => Ok(AuthOutcome::Refused(AuthRefusal::UnknownClient)),
             Some(client) => self.authenticate_known(client, &request).await,
         };
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(e) => return Err(e),
+        let outcome = outcome?;
+        // Audited: every token request, and every failed authentication. Not audited:
+        // a successful client authentication for introspection or revocation (the
+        // revocation itself is), and throttled attempts (summarised by the gateway).
+        let is_audited = match &outcome {
+            AuthOutcome::Granted(_) => request.jti.is_some(),
+            AuthOutcome::Refused(AuthRefusal::Throttled) => false,
+            AuthOutcome::Refused(_) => true,
         };
+        if !is_audited {
+            return Ok(outcome);
+        }
         let mut event = AuditEvent {
             at_ms: now,
             client_id: client.clone(),
             source_ip: Some(request.context.source_ip.clone()),
-            user_agent: request
-                .context
-                .user_agent
-                .as_deref()
-                .map(|ua| truncate(ua, 256)),
+            user_agent: request.context.user_agent.as_deref().map(|ua| truncate(ua, 256)),
             ..AuditEvent::default()
         };
         match &outcome {
@@ -1024,11 +989,7 @@ impl Engine {
         })
     }
 
-    async fn authenticate_known(
-        &self,
-        client: &ClientId,
-        request: &AuthRequest,
-    ) -> EngineResult<AuthOutcome> {
+    async fn authenticate_known(&self, client: &ClientId, request: &AuthRequest) -> EngineResult<AuthOutcome> {
         let secret = match ClientSecret::parse(&request.client_secret) {
             Ok(secret) => secret,
             Err(e) => return Ok(AuthOutcome::Refused(AuthRefusal::MalformedSecret(e))),
@@ -1048,18 +1009,15 @@ impl Engine {
         let phc = match step {
             None => return Ok(AuthOutcome::Refused(AuthRefusal::UnknownClient)),
             Some(crate::client::AuthStep::Done(outcome)) => return Ok(outcome),
+            Some(crate::client::AuthStep::NeedsHash { .. }) if !request.allow_slow_verify => {
+                return Ok(AuthOutcome::Refused(AuthRefusal::Throttled));
+            }
             Some(crate::client::AuthStep::NeedsHash { phc }) => phc,
         };
         let exposed = secret.expose().to_owned();
-        let is_match = self
-            .inner
-            .hash_pool
-            .run(move || verify_secret(&exposed, &phc))
-            .await?;
+        let is_match = self.inner.hash_pool.run(move || verify_secret(&exposed, &phc)).await?;
         metrics::counter!("tollgate_argon2_verifications_total").increment(1);
-        self.inner
-            .argon2_verifications
-            .fetch_add(1, Ordering::Relaxed);
+        self.inner.argon2_verifications.fetch_add(1, Ordering::Relaxed);
         let step = self
             .route(client, |reply| ClientMsg::Authenticate {
                 slot_id: slot_id.clone(),
@@ -1075,9 +1033,7 @@ impl Engine {
             Some(crate::client::AuthStep::Done(outcome)) => Ok(outcome),
             // The slot changed between the two messages (rotated meanwhile): refuse
             // rather than loop; the client retries with its current secret.
-            Some(crate::client::AuthStep::NeedsHash { .. }) => {
-                Ok(AuthOutcome::Refused(AuthRefusal::WrongSecret))
-            }
+            Some(crate::client::AuthStep::NeedsHash { .. }) => Ok(AuthOutcome::Refused(AuthRefusal::WrongSecret)),
         }
     }
 
@@ -1102,6 +1058,23 @@ impl Engine {
     /// Verifies the audit hash chain.
     pub fn audit_verify(&self) -> EngineResult<ChainReport> {
         Ok(self.storage().audit_verify()?)
+    }
+
+    // ---- hashing for other credentials (admin keys) ----------------------------------------
+
+    /// Argon2id-hashes `secret` on the engine's bounded pool.
+    pub async fn hash_on_pool(&self, secret: String) -> EngineResult<String> {
+        self.inner.hash_pool.run(move || hash_secret(&secret)).await?
+    }
+
+    /// Verifies `secret` against `phc` on the engine's bounded pool.
+    pub async fn verify_on_pool(&self, secret: String, phc: String) -> EngineResult<bool> {
+        self.inner.hash_pool.run(move || verify_secret(&secret, &phc)).await
+    }
+
+    /// The keyed in-memory digest of a verified credential (never persisted).
+    pub fn digest(&self, secret: &str) -> crate::secret::SecretDigest {
+        self.inner.shared.digester.digest(secret)
     }
 
     // ---- residency ----------------------------------------------------------------------
@@ -1152,18 +1125,12 @@ impl Engine {
         for (i, shard) in self.inner.shards.iter().enumerate() {
             let result = shard
                 .actor
-                .call(
-                    |reply| ShardMsg::RetireAll { reply },
-                    Some(Duration::from_secs(60)),
-                )
+                .call(|reply| ShardMsg::RetireAll { reply }, Some(Duration::from_secs(60)))
                 .await;
             if !matches!(result, Ok(CallResult::Success(()))) {
                 failures.insert(i);
             }
-            let _ = shard
-                .actor
-                .stop_and_wait(None, Some(Duration::from_secs(10)))
-                .await;
+            let _ = shard.actor.stop_and_wait(None, Some(Duration::from_secs(10))).await;
         }
         self.storage().flush().await?;
         if failures.is_empty() {

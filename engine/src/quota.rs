@@ -117,9 +117,7 @@ impl QuotaCounter {
             };
         }
         if self.used + 1 > self.durable_reserved {
-            return Admission::NeedsReservation {
-                upto: self.used + 1,
-            };
+            return Admission::NeedsReservation { upto: self.used + 1 };
         }
         self.used += 1;
         self.hourly[hour_of(now_ms)] += 1;
@@ -127,9 +125,7 @@ impl QuotaCounter {
         let mut newly_crossed = None;
         for (i, &t) in thresholds.iter().enumerate() {
             let bit = 1u32 << (i.min(31));
-            if self.warned & bit == 0
-                && self.used.saturating_mul(100) >= u64::from(t).saturating_mul(limit)
-            {
+            if self.warned & bit == 0 && self.used.saturating_mul(100) >= u64::from(t).saturating_mul(limit) {
                 self.warned |= bit;
                 newly_crossed = newly_crossed.max(Some(t));
             }
@@ -157,8 +153,7 @@ impl QuotaCounter {
 
     /// Whether to reserve the next block now, before the current one runs out.
     pub(crate) fn should_reserve_ahead(&self, limit: u64, block: u64) -> bool {
-        self.durable_reserved < limit
-            && self.durable_reserved - self.used.min(self.durable_reserved) <= block / 2
+        self.durable_reserved < limit && self.durable_reserved - self.used.min(self.durable_reserved) <= block / 2
     }
 
     /// What to persist for a reservation up to `target`: the excess over the live
@@ -286,13 +281,8 @@ mod tests {
         for _ in 0..10 {
             admit(&mut c, &mut disk, 10, 4);
         }
-        assert!(matches!(
-            admit(&mut c, &mut disk, 10, 4),
-            Admission::Exceeded { .. }
-        ));
-        assert!(
-            matches!(admit(&mut c, &mut disk, 20, 4), Admission::Admitted { status, .. } if status.used == 11)
-        );
+        assert!(matches!(admit(&mut c, &mut disk, 10, 4), Admission::Exceeded { .. }));
+        assert!(matches!(admit(&mut c, &mut disk, 20, 4), Admission::Admitted { status, .. } if status.used == 11));
     }
 
     proptest! {

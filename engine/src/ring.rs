@@ -43,10 +43,7 @@ impl HashRing {
             }
         }
         points.sort_unstable();
-        Self {
-            points,
-            shard_count,
-        }
+        Self { points, shard_count }
     }
 
     /// How many shards the ring spreads over.

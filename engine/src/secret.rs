@@ -38,7 +38,8 @@ fn base62_fixed(mut n: u64, width: usize) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-fn checksum(text: &str) -> String {
+/// The 6-character base62 CRC32 that ends Tollgate's prefixed credentials.
+pub fn checksum(text: &str) -> String {
     base62_fixed(u64::from(crc32fast::hash(text.as_bytes())), CHECKSUM_LEN)
 }
 
@@ -78,9 +79,10 @@ impl ClientSecret {
         let shaped = text.len() == SECRET_LEN
             && text.starts_with(PREFIX)
             && bytes[PREFIX.len() + 10] == b'_'
-            && bytes.iter().enumerate().all(|(i, b)| {
-                i < PREFIX.len() || i == PREFIX.len() + 10 || b.is_ascii_alphanumeric()
-            });
+            && bytes
+                .iter()
+                .enumerate()
+                .all(|(i, b)| i < PREFIX.len() || i == PREFIX.len() + 10 || b.is_ascii_alphanumeric());
         if !shaped {
             return Err(SecretFormatError::NotASecret);
         }
@@ -93,8 +95,7 @@ impl ClientSecret {
 
     /// The slot the secret claims to belong to.
     pub fn slot_id(&self) -> SlotId {
-        SlotId::parse(&self.0[PREFIX.len()..PREFIX.len() + 10])
-            .unwrap_or_else(|_| SlotId::generate())
+        SlotId::parse(&self.0[PREFIX.len()..PREFIX.len() + 10]).unwrap_or_else(|_| SlotId::generate())
     }
 
     /// The secret itself, to show once or to hash.
@@ -130,7 +131,7 @@ impl Digester {
 }
 
 /// Constant-time equality of two digests.
-pub(crate) fn digests_equal(a: &SecretDigest, b: &SecretDigest) -> bool {
+pub fn digests_equal(a: &SecretDigest, b: &SecretDigest) -> bool {
     a.ct_eq(b).into()
 }
 
@@ -144,9 +145,7 @@ pub fn hash_secret(secret: &str) -> Result<String, EngineError> {
 
 /// Whether `secret` matches the PHC string (constant-time inside argon2).
 pub fn verify_secret(secret: &str, phc: &str) -> bool {
-    Argon2::default()
-        .verify_password(secret.as_bytes(), phc)
-        .is_ok()
+    Argon2::default().verify_password(secret.as_bytes(), phc).is_ok()
 }
 
 /// Runs Argon2 work on tokio's blocking threads, at most `permits` at a time, with at
@@ -187,11 +186,7 @@ impl HashPool {
             });
         }
         let _guard = InFlight(self.in_flight.clone());
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| EngineError::ShuttingDown)?;
+        let _permit = self.permits.acquire().await.map_err(|_| EngineError::ShuttingDown)?;
         tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| EngineError::Internal(format!("a hashing task failed: {e}")))
@@ -219,10 +214,7 @@ mod tests {
         let mut chars: Vec<char> = secret.expose().chars().collect();
         chars[20] = if chars[20] == 'a' { 'b' } else { 'a' };
         let typo: String = chars.into_iter().collect();
-        assert_eq!(
-            ClientSecret::parse(&typo),
-            Err(SecretFormatError::BadChecksum)
-        );
+        assert_eq!(ClientSecret::parse(&typo), Err(SecretFormatError::BadChecksum));
     }
 
     #[test]

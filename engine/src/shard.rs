@@ -33,24 +33,16 @@ pub struct Directory {
 
 impl Directory {
     pub(crate) fn get(&self, client: &ClientId) -> Option<ActorRef<ClientMsg>> {
-        let map = self
-            .map
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let map = self.map.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         map.get(client).map(|r| r.actor.clone())
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len()
+        self.map.read().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ClientId, Resident>> {
-        self.map
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.map.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -102,13 +94,9 @@ impl Actor for ShardActor {
     type State = ShardState;
     type Arguments = ShardArgs;
 
-    async fn pre_start(
-        &self,
-        myself: ActorRef<ShardMsg>,
-        args: ShardArgs,
-    ) -> Result<ShardState, ActorProcessingErr> {
-        myself.send_interval(args.shared.config.eviction_interval, || {
-            ShardMsg::EvictIdle { reply: None }
+    async fn pre_start(&self, myself: ActorRef<ShardMsg>, args: ShardArgs) -> Result<ShardState, ActorProcessingErr> {
+        myself.send_interval(args.shared.config.eviction_interval, || ShardMsg::EvictIdle {
+            reply: None,
         });
         Ok(ShardState {
             index: args.index,
@@ -125,11 +113,7 @@ impl Actor for ShardActor {
         state: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ShardMsg::Lookup {
-                client,
-                stale,
-                reply,
-            } => {
+            ShardMsg::Lookup { client, stale, reply } => {
                 let result = state.lookup(&myself, client, stale).await;
                 let _ = reply.send(result);
             }
@@ -179,10 +163,7 @@ impl ShardState {
     fn forget(&mut self, actor: ActorId) -> Option<ClientId> {
         let client = self.by_actor.remove(&actor)?;
         let mut directory = self.directory.write();
-        if directory
-            .get(&client)
-            .is_some_and(|r| r.actor.get_id() == actor)
-        {
+        if directory.get(&client).is_some_and(|r| r.actor.get_id() == actor) {
             directory.remove(&client);
         }
         Some(client)
@@ -218,9 +199,7 @@ impl ShardState {
             myself.get_cell(),
         )
         .await
-        .map_err(|e| {
-            EngineError::Internal(format!("could not start the actor for {client}: {e}"))
-        })?;
+        .map_err(|e| EngineError::Internal(format!("could not start the actor for {client}: {e}")))?;
         self.by_actor.insert(actor.get_id(), client.clone());
         self.directory.write().insert(
             client,
@@ -229,8 +208,7 @@ impl ShardState {
                 last_active_ms,
             },
         );
-        metrics::gauge!("tollgate_resident_integrations", "shard" => self.index.to_string())
-            .increment(1.0);
+        metrics::gauge!("tollgate_resident_integrations", "shard" => self.index.to_string()).increment(1.0);
         Ok(Some(actor))
     }
 
@@ -257,11 +235,7 @@ impl ShardState {
         let count = victims.len();
         if count > 0 {
             self.retire(victims).await;
-            tracing::debug!(
-                shard = self.index,
-                evicted = count,
-                "evicted idle client actors"
-            );
+            tracing::debug!(shard = self.index, evicted = count, "evicted idle client actors");
         }
         count
     }
@@ -298,8 +272,7 @@ impl ShardState {
                 }
                 Err(e) => tracing::warn!(shard = self.index, error = %e, "a retire task failed"),
             }
-            metrics::gauge!("tollgate_resident_integrations", "shard" => self.index.to_string())
-                .decrement(1.0);
+            metrics::gauge!("tollgate_resident_integrations", "shard" => self.index.to_string()).decrement(1.0);
         }
     }
 }

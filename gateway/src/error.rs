@@ -110,7 +110,9 @@ pub enum BearerError {
 
 fn quoted(s: &str) -> String {
     // Quoted-string per RFC 7230: drop what cannot appear inside.
-    s.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect()
+    s.chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect()
 }
 
 impl IntoResponse for BearerError {
@@ -126,13 +128,19 @@ impl IntoResponse for BearerError {
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 d.clone(),
-                format!(r#"Bearer realm="tollgate", error="invalid_request", error_description="{}""#, quoted(d)),
+                format!(
+                    r#"Bearer realm="tollgate", error="invalid_request", error_description="{}""#,
+                    quoted(d)
+                ),
             ),
             Self::InvalidToken(d) => (
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",
                 d.clone(),
-                format!(r#"Bearer realm="tollgate", error="invalid_token", error_description="{}""#, quoted(d)),
+                format!(
+                    r#"Bearer realm="tollgate", error="invalid_token", error_description="{}""#,
+                    quoted(d)
+                ),
             ),
             Self::InsufficientScope { required } => {
                 let scope = required.join(" ");
@@ -140,7 +148,10 @@ impl IntoResponse for BearerError {
                     StatusCode::FORBIDDEN,
                     "insufficient_scope",
                     format!("this route needs the scope(s) `{scope}`; request a token that has them"),
-                    format!(r#"Bearer realm="tollgate", error="insufficient_scope", scope="{}""#, quoted(&scope)),
+                    format!(
+                        r#"Bearer realm="tollgate", error="insufficient_scope", scope="{}""#,
+                        quoted(&scope)
+                    ),
                 )
             }
             Self::Unavailable(_) => (
@@ -152,10 +163,10 @@ impl IntoResponse for BearerError {
         };
         let mut response = (status, Json(json!({ "error": code, "error_description": description }))).into_response();
         let headers = response.headers_mut();
-        if let Ok(value) = HeaderValue::from_str(&challenge) {
-            if !challenge.is_empty() {
-                headers.insert(header::WWW_AUTHENTICATE, value);
-            }
+        if let Ok(value) = HeaderValue::from_str(&challenge)
+            && !challenge.is_empty()
+        {
+            headers.insert(header::WWW_AUTHENTICATE, value);
         }
         if let Self::Unavailable(after) = self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(after)));
@@ -218,7 +229,10 @@ pub fn quota_exceeded(status: &QuotaStatus, now_ms: u64) -> Response {
     });
     let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
     headers.insert(header::RETRY_AFTER, HeaderValue::from(reset_in.max(1)));
     quota_headers(headers, status, now_ms);
     response

@@ -110,7 +110,12 @@ impl TokenService {
     }
 
     /// Signs a token for `grant`, issued at `now_ms`, with token id `jti`.
-    pub fn sign(&self, grant: &Grant, jti: &str, now_ms: u64) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
+    pub fn sign(
+        &self,
+        grant: &Grant,
+        jti: &str,
+        now_ms: u64,
+    ) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
         let now = now_ms / 1000;
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -169,7 +174,10 @@ impl TokenService {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
-        validation.required_spec_claims = ["exp", "iat", "nbf", "iss", "aud", "sub"].iter().map(|s| s.to_string()).collect();
+        validation.required_spec_claims = ["exp", "iat", "nbf", "iss", "aud", "sub"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let data = jsonwebtoken::decode::<AccessClaims>(token, &entry.decoding, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
@@ -190,7 +198,12 @@ impl TokenService {
         if claims.sub != claims.client_id {
             return Err(TokenError::Malformed);
         }
-        let scopes = claims.scope.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        let scopes = claims
+            .scope
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
         Ok(VerifiedToken {
             claims,
             client_id,
@@ -246,10 +259,10 @@ impl TokenCache {
         let mut shard = self.shard(token).lock().unwrap_or_else(|p| p.into_inner());
         if shard.len() >= self.per_shard {
             shard.retain(|_, v| v.claims.exp > now);
-            if shard.len() >= self.per_shard {
-                if let Some(victim) = shard.keys().next().cloned() {
-                    shard.remove(&victim);
-                }
+            if shard.len() >= self.per_shard
+                && let Some(victim) = shard.keys().next().cloned()
+            {
+                shard.remove(&victim);
             }
         }
         shard.insert(token.to_owned(), verified);

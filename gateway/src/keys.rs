@@ -75,7 +75,9 @@ fn build(records: &[SigningKeyRecord], now_ms: u64) -> EngineResult<KeySet> {
         .map_err(|e| EngineError::Internal(format!("stored signing key {} is unreadable: {e}", current.kid)))?;
     let mut verifying = HashMap::new();
     for r in records {
-        if r.retired_at_ms.is_some_and(|at| now_ms.saturating_sub(at) > RETIRED_KEY_PUBLISHED_MS) {
+        if r.retired_at_ms
+            .is_some_and(|at| now_ms.saturating_sub(at) > RETIRED_KEY_PUBLISHED_MS)
+        {
             continue;
         }
         let decoding = DecodingKey::from_ed_components(&r.public_x)
@@ -134,5 +136,26 @@ impl Keys {
         let set = build(&records, now_ms)?;
         *self.set.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
         Ok(record.kid)
+    }
+}
+
+impl tollgate_admin::SigningKeyAdmin for Keys {
+    fn rotate(&self, now_ms: u64) -> tollgate_admin::KeyFuture<'_, String> {
+        Box::pin(Keys::rotate(self, now_ms))
+    }
+
+    fn list(&self) -> Vec<tollgate_admin::SigningKeyInfo> {
+        let set = self.current();
+        let mut keys: Vec<_> = set
+            .verifying
+            .values()
+            .map(|k| tollgate_admin::SigningKeyInfo {
+                kid: k.kid.clone(),
+                is_current: k.kid == set.current_kid,
+                retired_at_ms: k.retired_at_ms,
+            })
+            .collect();
+        keys.sort_by(|a, b| b.is_current.cmp(&a.is_current).then(a.kid.cmp(&b.kid)));
+        keys
     }
 }

@@ -1,1 +1,138 @@
-//! placeholder
+//! `tollgate-gateway`: the integration-facing HTTP side of Tollgate, and the
+//! `tollgate` binary's wiring.
+//!
+//! Integrations trade credentials for tokens at `/oauth/token` and send those tokens
+//! with every request, which is checked (`/v1/check/...`) or proxied (any other
+//! path). All decisions are the engine's; this crate speaks HTTP and the RFCs.
+//!
+//! # Layout
+//! - [`oauth`]: token, introspection, revocation, JWKS, server metadata.
+//! - [`check`]: the check endpoint and the reverse proxy (with the demo upstream).
+//! - [`jwt`]: RFC 9068 access tokens and the verified-token cache.
+//! - [`keys`]: Ed25519 signing keys kept in storage.
+//! - [`policy`]: the route policy (method + path → scopes).
+//! - [`throttle`]: the brute-force guard on client authentication.
+//! - [`error`]: RFC 6749 / RFC 6750 / RFC 9457 responses and the quota headers.
+//! - [`serve`]: start both listeners, graceful shutdown.
+
+pub mod check;
+pub mod error;
+pub mod jwt;
+pub mod keys;
+pub mod oauth;
+pub mod policy;
+pub mod serve;
+pub mod throttle;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tollgate_engine::Engine;
+
+use crate::check::Upstream;
+use crate::jwt::TokenService;
+use crate::policy::RoutePolicy;
+use crate::throttle::Throttle;
+
+/// What every gateway handler shares: cheap handles.
+#[derive(Clone)]
+pub struct GatewayState {
+    /// The engine.
+    pub engine: Engine,
+    /// Token signing and verification.
+    pub tokens: TokenService,
+    /// Scopes per route.
+    pub policy: Arc<RoutePolicy>,
+    /// Brute-force guard.
+    pub throttle: Arc<Throttle>,
+    /// Where proxied requests go (`None`: the demo upstream).
+    pub upstream: Option<Upstream>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<[IpAddr]>,
+    /// Bounds requests in flight; beyond it the gateway sheds load.
+    pub in_flight: Arc<Semaphore>,
+}
+
+/// The client's address: the socket peer, or — when the peer is a trusted proxy —
+/// the right-most untrusted address in `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<GatewayState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &GatewayState) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        if !state.trusted_proxies.contains(&peer) {
+            return Ok(Self(peer));
+        }
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .collect::<Vec<_>>();
+        let client = forwarded
+            .iter()
+            .rev()
+            .find(|ip| !state.trusted_proxies.contains(ip))
+            .copied()
+            .unwrap_or(peer);
+        Ok(Self(client))
+    }
+}
+
+/// Sheds load beyond `in_flight` permits: 503 + `Retry-After`, never an unbounded queue.
+async fn shed_load(State(state): State<GatewayState>, request: Request, next: Next) -> Response {
+    match state.in_flight.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let response = next.run(request).await;
+            drop(permit);
+            response
+        }
+        Err(_) => {
+            metrics::counter!("tollgate_gateway_shed_total").increment(1);
+            let mut response = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "error": "temporarily_unavailable",
+                    "error_description": "the gateway is at capacity; retry after the time in Retry-After"
+                })),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+    }
+}
+
+/// The gateway router (tests drive it with `oneshot` or a real listener).
+pub fn app(state: GatewayState) -> Router {
+    Router::new()
+        .merge(oauth::router())
+        .merge(check::router())
+        .fallback(check::proxy)
+        .layer(middleware::from_fn_with_state(state.clone(), shed_load))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .with_state(state)
+}

@@ -60,7 +60,10 @@ impl RoutePolicy {
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: PolicyFile = toml::from_str(text).map_err(|e| format!("the route policy is not valid TOML: {e}"))?;
         if file.route.len() > MAX_RULES {
-            return Err(format!("the route policy has {} rules; at most {MAX_RULES} are allowed", file.route.len()));
+            return Err(format!(
+                "the route policy has {} rules; at most {MAX_RULES} are allowed",
+                file.route.len()
+            ));
         }
         let mut rules = Vec::with_capacity(file.route.len());
         for (i, rule) in file.route.into_iter().enumerate() {
@@ -161,7 +164,10 @@ mod tests {
     fn first_matching_rule_gives_the_scopes() {
         let p = RoutePolicy::parse(POLICY).unwrap();
         assert_eq!(p.required_scopes("GET", "/v1/conversations"), ["conversations:read"]);
-        assert_eq!(p.required_scopes("GET", "/v1/conversations/42/items"), ["conversations:read"]);
+        assert_eq!(
+            p.required_scopes("GET", "/v1/conversations/42/items"),
+            ["conversations:read"]
+        );
         assert!(p.required_scopes("DELETE", "/v1/conversations/42").is_empty());
         assert_eq!(p.required_scopes("POST", "/v1/messages/7/send"), ["messages:write"]);
         assert!(p.required_scopes("POST", "/v1/messages/7/send/now").is_empty());

@@ -175,7 +175,10 @@ mod tests {
     use super::*;
 
     fn keys() -> Vec<ThrottleKey> {
-        vec![ThrottleKey::Ip("10.1.2.3".parse().unwrap()), ThrottleKey::Client("tgc_x".into())]
+        vec![
+            ThrottleKey::Ip("10.1.2.3".parse().unwrap()),
+            ThrottleKey::Client("tgc_x".into()),
+        ]
     }
 
     #[test]

@@ -96,11 +96,7 @@ pub struct AuditFilter {
 
 impl AuditFilter {
     pub(crate) fn matches(&self, e: &AuditEvent) -> bool {
-        if self
-            .org_id
-            .as_ref()
-            .is_some_and(|org| e.org_id.as_ref() != Some(org))
-        {
+        if self.org_id.as_ref().is_some_and(|org| e.org_id.as_ref() != Some(org)) {
             return false;
         }
         if self
@@ -171,7 +167,7 @@ pub(crate) fn decode_entry(value: &[u8]) -> Result<(String, &[u8], AuditEntryBod
     let hash = std::str::from_utf8(hash)
         .map_err(|_| "stored hash is not text".to_string())?
         .to_owned();
-    let body: AuditEntryBody = serde_json::from_slice(body_bytes)
-        .map_err(|e| format!("entry body does not parse: {e}"))?;
+    let body: AuditEntryBody =
+        serde_json::from_slice(body_bytes).map_err(|e| format!("entry body does not parse: {e}"))?;
     Ok((hash, body_bytes, body))
 }

@@ -52,12 +52,10 @@ impl ChainHead {
                 last_hash: GENESIS_HASH.to_owned(),
             }),
             Some((key, value)) => {
-                let seq = crate::be_u64(&key).ok_or_else(|| {
-                    StorageError::corrupt("audit log", "a key is not a sequence number")
-                })?;
-                let (hash, _, _) = audit::decode_entry(&value).map_err(|problem| {
-                    StorageError::corrupt("audit log", format!("entry {seq}: {problem}"))
-                })?;
+                let seq = crate::be_u64(&key)
+                    .ok_or_else(|| StorageError::corrupt("audit log", "a key is not a sequence number"))?;
+                let (hash, _, _) = audit::decode_entry(&value)
+                    .map_err(|problem| StorageError::corrupt("audit log", format!("entry {seq}: {problem}")))?;
                 Ok(Self {
                     last_seq: seq,
                     last_hash: hash,

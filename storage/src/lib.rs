@@ -23,8 +23,8 @@ use tokio::sync::oneshot;
 use crate::audit::{AuditEntry, AuditEvent, AuditFilter, BrokenLink, ChainReport, GENESIS_HASH};
 use crate::commit::{ChainHead, CommitRequest, WriteOp};
 use crate::model::{
-    AdminKeyId, AdminKeyRecord, ClientId, DayUsage, IntegrationId, IntegrationRecord, OrgId,
-    SigningKeyRecord, SlotId, SlotUse,
+    AdminKeyId, AdminKeyRecord, ClientId, DayUsage, IntegrationId, IntegrationRecord, OrgId, SigningKeyRecord, SlotId,
+    SlotUse,
 };
 
 /// The data-format version this build reads and writes.
@@ -165,9 +165,7 @@ pub struct Storage {
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage")
-            .field("path", &self.inner.path)
-            .finish()
+        f.debug_struct("Storage").field("path", &self.inner.path).finish()
     }
 }
 
@@ -187,8 +185,7 @@ fn decode_json<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8])
 }
 
 fn decode_id(what: &'static str, bytes: &[u8]) -> Result<IntegrationId> {
-    let text =
-        std::str::from_utf8(bytes).map_err(|e| StorageError::corrupt(what, e.to_string()))?;
+    let text = std::str::from_utf8(bytes).map_err(|e| StorageError::corrupt(what, e.to_string()))?;
     IntegrationId::parse(text).map_err(|e| StorageError::corrupt(what, e.to_string()))
 }
 
@@ -200,12 +197,10 @@ impl Storage {
     /// example because another process holds it).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let db = sled::Config::new().path(&path).open().map_err(|e| {
-            StorageError::Io(format!(
-                "cannot open data directory {}: {e}",
-                path.display()
-            ))
-        })?;
+        let db = sled::Config::new()
+            .path(&path)
+            .open()
+            .map_err(|e| StorageError::Io(format!("cannot open data directory {}: {e}", path.display())))?;
         let trees = Trees::open(&db)?;
         match trees.meta.get("schema_version")? {
             Some(bytes) => {
@@ -229,9 +224,7 @@ impl Storage {
                         format!("{} holds data but no schema version", path.display()),
                     ));
                 }
-                trees
-                    .meta
-                    .insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+                trees.meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
                 db.flush()?;
             }
         }
@@ -380,19 +373,12 @@ impl Storage {
             .trees
             .usage
             .get(id_key(id, &day.to_be_bytes()))?
-            .map(|v| {
-                DayUsage::decode(&v).ok_or_else(|| StorageError::corrupt("usage", "wrong length"))
-            })
+            .map(|v| DayUsage::decode(&v).ok_or_else(|| StorageError::corrupt("usage", "wrong length")))
             .transpose()
     }
 
     /// Persisted usage for days `from_day..=to_day` that have any.
-    pub fn usage_range(
-        &self,
-        id: &IntegrationId,
-        from_day: u32,
-        to_day: u32,
-    ) -> Result<Vec<(u32, DayUsage)>> {
+    pub fn usage_range(&self, id: &IntegrationId, from_day: u32, to_day: u32) -> Result<Vec<(u32, DayUsage)>> {
         let start = id_key(id, &from_day.to_be_bytes());
         let end = id_key(id, &to_day.to_be_bytes());
         let mut out = Vec::new();
@@ -401,8 +387,7 @@ impl Storage {
             let day_bytes: [u8; 4] = key[key.len() - 4..]
                 .try_into()
                 .map_err(|_| StorageError::corrupt("usage", "bad key"))?;
-            let usage = DayUsage::decode(&value)
-                .ok_or_else(|| StorageError::corrupt("usage", "wrong length"))?;
+            let usage = DayUsage::decode(&value).ok_or_else(|| StorageError::corrupt("usage", "wrong length"))?;
             out.push((u32::from_be_bytes(day_bytes), usage));
         }
         Ok(out)
@@ -438,8 +423,7 @@ impl Storage {
             let (key, value) = item?;
             let jti = String::from_utf8(key[prefix.len()..].to_vec())
                 .map_err(|e| StorageError::corrupt("revoked token", e.to_string()))?;
-            let exp = be_u64(&value)
-                .ok_or_else(|| StorageError::corrupt("revoked token", "bad expiry"))?;
+            let exp = be_u64(&value).ok_or_else(|| StorageError::corrupt("revoked token", "bad expiry"))?;
             out.push((jti, exp));
         }
         Ok(out)
@@ -448,30 +432,19 @@ impl Storage {
     // ---- audit --------------------------------------------------------------------
 
     /// Audit entries matching `filter`, newest first, strictly before `before_seq`.
-    pub fn audit_query(
-        &self,
-        filter: &AuditFilter,
-        before_seq: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<AuditEntry>> {
+    pub fn audit_query(&self, filter: &AuditFilter, before_seq: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>> {
         let mut out = Vec::new();
         let before = before_seq.unwrap_or(u64::MAX);
         if let Some(id) = &filter.integration_id {
             let start = id_key(id, &0u64.to_be_bytes());
             let end = id_key(id, &before.to_be_bytes());
-            for item in self
-                .inner
-                .trees
-                .audit_by_integration
-                .range(start..end)
-                .rev()
-            {
+            for item in self.inner.trees.audit_by_integration.range(start..end).rev() {
                 if out.len() >= limit {
                     break;
                 }
                 let (key, _) = item?;
-                let seq = be_u64(&key[key.len() - 8..])
-                    .ok_or_else(|| StorageError::corrupt("audit index", "bad key"))?;
+                let seq =
+                    be_u64(&key[key.len() - 8..]).ok_or_else(|| StorageError::corrupt("audit index", "bad key"))?;
                 if let Some(entry) = self.audit_entry(seq)?.filter(|e| filter.matches(&e.event)) {
                     out.push(entry);
                 }
@@ -522,9 +495,7 @@ impl Storage {
                 Err(problem) => return Ok(broken(problem)),
             };
             if audit::hash_hex(body_bytes) != hash {
-                return Ok(broken(
-                    "content does not match its hash: the entry was altered".into(),
-                ));
+                return Ok(broken("content does not match its hash: the entry was altered".into()));
             }
             if body.seq != seq {
                 return Ok(broken(format!(
@@ -582,12 +553,7 @@ impl Storage {
     /// Test support: overwrite raw bytes of one audit entry, as an attacker with disk
     /// access would. Hidden from docs; used to prove that verification catches it.
     #[doc(hidden)]
-    pub fn tamper_audit_entry_for_tests(
-        &self,
-        seq: u64,
-        replace: &str,
-        with: &str,
-    ) -> Result<bool> {
+    pub fn tamper_audit_entry_for_tests(&self, seq: u64, replace: &str, with: &str) -> Result<bool> {
         let tree = &self.inner.trees.audit;
         let Some(value) = tree.get(seq.to_be_bytes())? else {
             return Ok(false);
@@ -661,17 +627,11 @@ impl Batch<'_> {
         });
     }
 
-    fn put_json<T: serde::Serialize>(
-        &mut self,
-        tree: sled::Tree,
-        key: impl Into<Vec<u8>>,
-        value: &T,
-    ) {
+    fn put_json<T: serde::Serialize>(&mut self, tree: sled::Tree, key: impl Into<Vec<u8>>, value: &T) {
         match serde_json::to_vec(value) {
             Ok(bytes) => self.put(tree, key, bytes),
             Err(e) => {
-                self.error
-                    .get_or_insert(StorageError::Encode(e.to_string()));
+                self.error.get_or_insert(StorageError::Encode(e.to_string()));
             }
         }
     }
@@ -682,10 +642,7 @@ impl Batch<'_> {
         let id = rec.id.as_str().as_bytes().to_vec();
         self.put_json(trees.integrations.clone(), id.clone(), rec);
         self.put(trees.by_client.clone(), rec.client_id.as_str(), id.clone());
-        for slot in [&rec.current_secret, &rec.previous_secret]
-            .into_iter()
-            .flatten()
-        {
+        for slot in [&rec.current_secret, &rec.previous_secret].into_iter().flatten() {
             self.put(trees.by_slot.clone(), slot.slot_id.as_str(), id.clone());
         }
         let mut org_key = rec.org_id.as_str().as_bytes().to_vec();
@@ -705,11 +662,7 @@ impl Batch<'_> {
     /// Records a revoked token id until it expires (Unix ms).
     pub fn put_revoked_token(mut self, id: &IntegrationId, jti: &str, expires_at_ms: u64) -> Self {
         let tree = self.storage.inner.trees.revoked_tokens.clone();
-        self.put(
-            tree,
-            id_key(id, jti.as_bytes()),
-            expires_at_ms.to_be_bytes().to_vec(),
-        );
+        self.put(tree, id_key(id, jti.as_bytes()), expires_at_ms.to_be_bytes().to_vec());
         self
     }
 

@@ -31,11 +31,7 @@ impl ValidationError {
 
 /// `n` characters drawn uniformly from the 62 letters and digits.
 pub fn random_base62(n: usize) -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(n)
-        .map(char::from)
-        .collect()
+    rand::rng().sample_iter(&Alphanumeric).take(n).map(char::from).collect()
 }
 
 fn is_base62(s: &str) -> bool {
@@ -90,9 +86,7 @@ macro_rules! string_id {
 fn prefixed_base62(s: &str, prefix: &str, len: usize) -> Result<(), String> {
     match s.strip_prefix(prefix) {
         Some(rest) if rest.len() == len && is_base62(rest) => Ok(()),
-        _ => Err(format!(
-            "expected `{prefix}` followed by {len} letters or digits"
-        )),
+        _ => Err(format!("expected `{prefix}` followed by {len} letters or digits")),
     }
 }
 
@@ -205,20 +199,14 @@ pub fn parse_scopes<S: AsRef<str>>(items: &[S]) -> Result<Vec<Scope>, Validation
     if items.len() > MAX_SCOPES {
         return Err(ValidationError::new(
             "scopes",
-            format!(
-                "{} scopes given, at most {MAX_SCOPES} are allowed",
-                items.len()
-            ),
+            format!("{} scopes given, at most {MAX_SCOPES} are allowed", items.len()),
         ));
     }
     let mut out: Vec<Scope> = Vec::with_capacity(items.len());
     for item in items {
         let scope = Scope::parse(item.as_ref())?;
         if out.contains(&scope) {
-            return Err(ValidationError::new(
-                "scopes",
-                format!("`{scope}` is listed twice"),
-            ));
+            return Err(ValidationError::new("scopes", format!("`{scope}` is listed twice")));
         }
         out.push(scope);
     }
@@ -236,10 +224,7 @@ pub fn parse_name(name: &str) -> Result<String, ValidationError> {
         ));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(ValidationError::new(
-            "name",
-            "must not contain control characters",
-        ));
+        return Err(ValidationError::new("name", "must not contain control characters"));
     }
     Ok(trimmed.to_owned())
 }

@@ -102,15 +102,9 @@ async fn every_record_type_survives_a_reopen() {
         storage.integration_by_client(&rec.client_id).unwrap(),
         Some(rec.clone())
     );
-    assert_eq!(
-        storage.integration_id_by_slot(&slot).unwrap(),
-        Some(rec.id.clone())
-    );
+    assert_eq!(storage.integration_id_by_slot(&slot).unwrap(), Some(rec.id.clone()));
     let prev_slot = &rec.previous_secret.as_ref().unwrap().slot_id;
-    assert_eq!(
-        storage.integration_id_by_slot(prev_slot).unwrap(),
-        Some(rec.id.clone())
-    );
+    assert_eq!(storage.integration_id_by_slot(prev_slot).unwrap(), Some(rec.id.clone()));
     assert_eq!(storage.day_usage(&rec.id, 20_000).unwrap(), Some(usage));
     assert_eq!(
         storage.usage_range(&rec.id, 19_990, 20_010).unwrap(),
@@ -123,9 +117,7 @@ async fn every_record_type_survives_a_reopen() {
     assert_eq!(storage.admin_key(&admin.id).unwrap(), Some(admin));
     assert_eq!(storage.signing_keys().unwrap(), vec![signing]);
     assert_eq!(storage.slot_use(&slot).unwrap().unwrap().ip, "127.0.0.1");
-    let entries = storage
-        .audit_query(&AuditFilter::default(), None, 10)
-        .unwrap();
+    let entries = storage.audit_query(&AuditFilter::default(), None, 10).unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].event.kind, "integration.created");
 }
@@ -142,19 +134,12 @@ async fn listing_filters_by_organisation_and_pages_by_cursor() {
         } else {
             acme.push(rec.id.clone());
         }
-        storage
-            .batch()
-            .put_integration(&rec)
-            .commit()
-            .await
-            .unwrap();
+        storage.batch().put_integration(&rec).commit().await.unwrap();
     }
     acme.sort();
     let org = OrgId::parse("acme").unwrap();
     let first = storage.list_integrations(Some(&org), None, 2).unwrap();
-    let rest = storage
-        .list_integrations(Some(&org), Some(&first[1].id), 10)
-        .unwrap();
+    let rest = storage.list_integrations(Some(&org), Some(&first[1].id), 10).unwrap();
     let ids: Vec<_> = first.iter().chain(&rest).map(|r| r.id.clone()).collect();
     assert_eq!(ids, acme);
     assert_eq!(storage.list_integrations(None, None, 100).unwrap().len(), 5);
@@ -167,22 +152,13 @@ async fn audit_chain_verifies_and_a_tampered_entry_is_named() {
     let storage = Storage::open(dir.path()).unwrap();
     let rec = sample_integration();
     for kind in ["a.one", "a.two", "a.three", "a.four"] {
-        storage
-            .batch()
-            .audit(event(kind, Some(&rec)))
-            .commit()
-            .await
-            .unwrap();
+        storage.batch().audit(event(kind, Some(&rec))).commit().await.unwrap();
     }
     let report = storage.audit_verify().unwrap();
     assert_eq!(report.entries_checked, 4);
     assert_eq!(report.first_broken, None);
 
-    assert!(
-        storage
-            .tamper_audit_entry_for_tests(3, "a.three", "a.THREE")
-            .unwrap()
-    );
+    assert!(storage.tamper_audit_entry_for_tests(3, "a.three", "a.THREE").unwrap());
     let report = storage.audit_verify().unwrap();
     let broken = report.first_broken.expect("tampering must be detected");
     assert_eq!(broken.seq, 3);
@@ -194,20 +170,10 @@ async fn audit_chain_continues_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let storage = Storage::open(dir.path()).unwrap();
-        storage
-            .batch()
-            .audit(event("x.one", None))
-            .commit()
-            .await
-            .unwrap();
+        storage.batch().audit(event("x.one", None)).commit().await.unwrap();
     }
     let storage = Storage::open(dir.path()).unwrap();
-    let receipt = storage
-        .batch()
-        .audit(event("x.two", None))
-        .commit()
-        .await
-        .unwrap();
+    let receipt = storage.batch().audit(event("x.two", None)).commit().await.unwrap();
     assert_eq!(receipt.audit_seqs, vec![2]);
     assert_eq!(storage.audit_verify().unwrap().first_broken, None);
 }
@@ -240,9 +206,7 @@ async fn concurrent_commits_share_flushes_and_keep_the_chain_gapless() {
     let page = storage.audit_query(&filter, None, 50).unwrap();
     assert_eq!(page.len(), 50);
     assert_eq!(page[0].seq, 200, "newest first");
-    let next = storage
-        .audit_query(&filter, Some(page[49].seq), 500)
-        .unwrap();
+    let next = storage.audit_query(&filter, Some(page[49].seq), 500).unwrap();
     assert_eq!(next.len(), 150);
 }
 
@@ -287,10 +251,7 @@ fn a_data_dir_of_another_schema_version_is_refused_clearly() {
         storage.inner.db.flush().unwrap();
     }
     let err = Storage::open(dir.path()).unwrap_err();
-    assert!(matches!(
-        err,
-        StorageError::UnsupportedSchema { found: 99, .. }
-    ));
+    assert!(matches!(err, StorageError::UnsupportedSchema { found: 99, .. }));
     let message = err.to_string();
     assert!(
         message.contains("schema version 99") && message.contains("fresh --data-dir"),

@@ -14,8 +14,7 @@ use tollgate_engine::clock::ManualClock;
 use tollgate_engine::model::{DailyQuota, OrgId, parse_scopes};
 use tollgate_engine::storage::Storage;
 use tollgate_engine::{
-    AdminContext, AuthOutcome, AuthRequest, CreatedIntegration, Engine, EngineConfig,
-    NewIntegration, RequestContext,
+    AdminContext, AuthOutcome, AuthRequest, CreatedIntegration, Engine, EngineConfig, NewIntegration, RequestContext,
 };
 
 /// 2026-11-28T10:00:00Z, a fixed start so day arithmetic in tests is predictable.
@@ -95,6 +94,7 @@ pub fn auth_request(client_id: &str, secret: &str) -> AuthRequest {
             source_ip: "127.0.0.1".into(),
             user_agent: Some("tollgate-tests".into()),
         },
+        allow_slow_verify: true,
     }
 }
 

@@ -16,15 +16,11 @@ use anyhow::Context;
 use tollgate_engine::clock::SystemClock;
 use tollgate_engine::model::{DailyQuota, OrgId};
 use tollgate_engine::storage::Storage;
-use tollgate_engine::{
-    AdminContext, CheckOutcome, Engine, EngineConfig, NewIntegration, TokenContext,
-};
+use tollgate_engine::{AdminContext, CheckOutcome, Engine, EngineConfig, NewIntegration, TokenContext};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let dir = std::env::args()
-        .nth(1)
-        .context("usage: engine-crash-child DATA_DIR")?;
+    let dir = std::env::args().nth(1).context("usage: engine-crash-child DATA_DIR")?;
     let storage = Storage::open(&dir).context("failed to open the data dir")?;
     let engine = Engine::start(storage, Arc::new(SystemClock), EngineConfig::default()).await?;
     let mut clients: Vec<_> = engine

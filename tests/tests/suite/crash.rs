@@ -61,10 +61,7 @@ async fn sigkill_during_checks_never_under_counts_and_keeps_every_acknowledged_s
                 _ => break,
             }
         }
-        assert!(
-            seen_this_cycle >= target,
-            "cycle {cycle}: the child stopped early"
-        );
+        assert!(seen_this_cycle >= target, "cycle {cycle}: the child stopped early");
 
         let storage = Storage::open(dir.path()).expect("the data dir reopens after kill -9");
         let today = day_of(tollgate_engine::clock::Clock::now_ms(&SystemClock));
@@ -73,10 +70,7 @@ async fn sigkill_during_checks_never_under_counts_and_keeps_every_acknowledged_s
                 .integration_id_by_client(&ClientId::parse(client).unwrap())
                 .unwrap()
                 .expect("an acknowledged integration survives");
-            let persisted = storage
-                .day_usage(&id, today)
-                .unwrap()
-                .map_or(0, |u| u.reserved);
+            let persisted = storage.day_usage(&id, today).unwrap().map_or(0, |u| u.reserved);
             assert!(
                 persisted >= acknowledged,
                 "cycle {cycle}: {client} persisted {persisted} < admitted {acknowledged}: under-count"
@@ -98,10 +92,7 @@ async fn sigkill_during_checks_never_under_counts_and_keeps_every_acknowledged_s
             .await
             .unwrap();
         for (client, secret) in &secrets {
-            let outcome = engine
-                .authenticate(auth_request(client, secret))
-                .await
-                .unwrap();
+            let outcome = engine.authenticate(auth_request(client, secret)).await.unwrap();
             assert!(
                 matches!(outcome, AuthOutcome::Granted(_)),
                 "cycle {cycle}: {client}'s acknowledged secret must still verify, got {outcome:?}"
@@ -117,14 +108,8 @@ async fn sigkill_during_checks_never_under_counts_and_keeps_every_acknowledged_s
                 .integration_id_by_client(&ClientId::parse(client).unwrap())
                 .unwrap()
                 .unwrap();
-            *count = storage
-                .day_usage(&id, today)
-                .unwrap()
-                .map_or(0, |u| u.reserved);
+            *count = storage.day_usage(&id, today).unwrap().map_or(0, |u| u.reserved);
         }
     }
-    assert!(
-        secrets.len() >= 3,
-        "integrations were created across the cycles"
-    );
+    assert!(secrets.len() >= 3, "integrations were created across the cycles");
 }

@@ -6,8 +6,8 @@ use tollgate_engine::clock::DAY_MS;
 use tollgate_engine::model::{DailyQuota, IntegrationStatus, parse_scopes};
 use tollgate_engine::storage::audit::AuditFilter;
 use tollgate_engine::{
-    AdminContext, AuthOutcome, AuthRefusal, CheckOutcome, EngineConfig, EngineError,
-    IntegrationUpdate, Refusal, RequestContext, RotationMode, TokenContext,
+    AdminContext, AuthOutcome, AuthRefusal, CheckOutcome, EngineConfig, EngineError, IntegrationUpdate, Refusal,
+    RequestContext, RotationMode, TokenContext,
 };
 use tollgate_tests::{START_MS, TestEngine, auth_request};
 
@@ -65,14 +65,10 @@ async fn the_decision_carries_limit_remaining_reset_and_warnings() {
     let client = created.integration.client_id;
     let mut last = None;
     for i in 1..=20u64 {
-        let CheckOutcome::Admitted(status) = t.engine.check(&client, token_now(&t)).await.unwrap()
-        else {
+        let CheckOutcome::Admitted(status) = t.engine.check(&client, token_now(&t)).await.unwrap() else {
             panic!("request {i} should be admitted");
         };
-        assert_eq!(
-            (status.limit, status.used, status.remaining),
-            (20, i, 20 - i)
-        );
+        assert_eq!((status.limit, status.used, status.remaining), (20, i, 20 - i));
         assert_eq!(
             status.resets_at_ms,
             (START_MS / DAY_MS + 1) * DAY_MS,
@@ -83,15 +79,11 @@ async fn the_decision_carries_limit_remaining_reset_and_warnings() {
             16..=18 => Some(80),
             _ => Some(95),
         };
-        assert_eq!(
-            status.warning_threshold, expected_warning,
-            "after {i} requests"
-        );
+        assert_eq!(status.warning_threshold, expected_warning, "after {i} requests");
         last = Some(status);
     }
     assert_eq!(last.unwrap().remaining, 0);
-    let CheckOutcome::QuotaExceeded(status) = t.engine.check(&client, token_now(&t)).await.unwrap()
-    else {
+    let CheckOutcome::QuotaExceeded(status) = t.engine.check(&client, token_now(&t)).await.unwrap() else {
         panic!("the 21st request must be refused");
     };
     assert_eq!((status.used, status.remaining), (20, 0));
@@ -154,8 +146,7 @@ async fn the_count_resets_at_utc_midnight_when_the_clock_moves() {
         CheckOutcome::QuotaExceeded(_)
     ));
     t.clock.set_ms(next_midnight);
-    let CheckOutcome::Admitted(status) = t.engine.check(&client, token_now(&t)).await.unwrap()
-    else {
+    let CheckOutcome::Admitted(status) = t.engine.check(&client, token_now(&t)).await.unwrap() else {
         panic!("a new day must admit again");
     };
     assert_eq!(status.used, 1);
@@ -188,8 +179,7 @@ async fn raising_the_quota_keeps_todays_count() {
         .await
         .unwrap();
     assert_eq!((view.daily_quota.get(), view.used_today), (5, 3));
-    let CheckOutcome::Admitted(status) = t.engine.check(&client, token_now(&t)).await.unwrap()
-    else {
+    let CheckOutcome::Admitted(status) = t.engine.check(&client, token_now(&t)).await.unwrap() else {
         panic!("room was made by raising the quota");
     };
     assert_eq!((status.used, status.remaining), (4, 1));
@@ -214,10 +204,7 @@ async fn a_routine_rotation_accepts_both_secrets_until_the_grace_ends() {
         .await
         .unwrap();
     let new = rotated.client_secret.expose().to_owned();
-    assert_eq!(
-        rotated.previous_secret_expires_at_ms,
-        Some(START_MS + 3_600_000)
-    );
+    assert_eq!(rotated.previous_secret_expires_at_ms, Some(START_MS + 3_600_000));
     assert!(
         is_granted(&t.token_request(&client, &old).await),
         "old secret works in the grace window"
@@ -269,21 +256,13 @@ async fn finishing_a_rotation_stops_the_old_secret_now() {
         .await
         .unwrap();
     assert!(is_granted(&t.token_request(&client, &old).await));
-    t.engine
-        .finish_rotation(&id, &AdminContext::default())
-        .await
-        .unwrap();
+    t.engine.finish_rotation(&id, &AdminContext::default()).await.unwrap();
     assert_eq!(
         t.token_request(&client, &old).await,
         AuthOutcome::Refused(AuthRefusal::WrongSecret)
     );
-    let again = t
-        .engine
-        .finish_rotation(&id, &AdminContext::default())
-        .await;
-    assert!(
-        matches!(again, Err(EngineError::Conflict(m)) if m.contains("no rotation in progress"))
-    );
+    let again = t.engine.finish_rotation(&id, &AdminContext::default()).await;
+    assert!(matches!(again, Err(EngineError::Conflict(m)) if m.contains("no rotation in progress")));
 }
 
 #[tokio::test]
@@ -294,10 +273,7 @@ async fn an_incident_rotation_kills_the_old_secret_and_earlier_tokens_at_once() 
     let old = created.client_secret.expose().to_owned();
     let issued_before = token_now(&t);
     assert!(matches!(
-        t.engine
-            .check(&client_id, issued_before.clone())
-            .await
-            .unwrap(),
+        t.engine.check(&client_id, issued_before.clone()).await.unwrap(),
         CheckOutcome::Admitted(_)
     ));
 
@@ -361,11 +337,7 @@ async fn disable_takes_effect_on_the_next_request_and_enable_restores() {
 
     let view = t
         .engine
-        .disable(
-            &id,
-            Some("suspicious traffic".into()),
-            &AdminContext::default(),
-        )
+        .disable(&id, Some("suspicious traffic".into()), &AdminContext::default())
         .await
         .unwrap();
     assert_eq!(view.status, IntegrationStatus::Disabled);
@@ -382,17 +354,12 @@ async fn disable_takes_effect_on_the_next_request_and_enable_restores() {
         Err(EngineError::Conflict(_))
     ));
 
-    t.engine
-        .enable(&id, &AdminContext::default())
-        .await
-        .unwrap();
+    t.engine.enable(&id, &AdminContext::default()).await.unwrap();
     assert!(matches!(
         t.engine.check(&client_id, token).await.unwrap(),
         CheckOutcome::Admitted(_)
     ));
-    assert!(is_granted(
-        &t.token_request(client_id.as_str(), &secret).await
-    ));
+    assert!(is_granted(&t.token_request(client_id.as_str(), &secret).await));
 }
 
 #[tokio::test]
@@ -402,11 +369,7 @@ async fn a_revoked_integration_refuses_everything_and_cannot_be_changed() {
     let client_id = created.integration.client_id.clone();
     let id = created.integration.id.clone();
     let token = token_now(&t);
-    let view = t
-        .engine
-        .revoke(&id, &AdminContext::default())
-        .await
-        .unwrap();
+    let view = t.engine.revoke(&id, &AdminContext::default()).await.unwrap();
     assert_eq!(view.status, IntegrationStatus::Revoked);
     assert!(view.secrets.is_empty(), "secrets are erased");
     let stored = t.engine.storage().integration(&id).unwrap().unwrap();
@@ -422,14 +385,8 @@ async fn a_revoked_integration_refuses_everything_and_cannot_be_changed() {
         AuthOutcome::Refused(AuthRefusal::Revoked)
     );
     for result in [
-        t.engine
-            .revoke(&id, &AdminContext::default())
-            .await
-            .map(|_| ()),
-        t.engine
-            .enable(&id, &AdminContext::default())
-            .await
-            .map(|_| ()),
+        t.engine.revoke(&id, &AdminContext::default()).await.map(|_| ()),
+        t.engine.enable(&id, &AdminContext::default()).await.map(|_| ()),
         t.engine
             .rotate(&id, RotationMode::Incident, &AdminContext::default())
             .await
@@ -453,12 +410,7 @@ async fn a_revoked_token_id_is_refused_from_then_on() {
         CheckOutcome::Admitted(_)
     ));
     t.engine
-        .revoke_token(
-            &client_id,
-            "jti-abc",
-            START_MS + 3_600_000,
-            &RequestContext::default(),
-        )
+        .revoke_token(&client_id, "jti-abc", START_MS + 3_600_000, &RequestContext::default())
         .await
         .unwrap();
     assert_eq!(
@@ -484,11 +436,7 @@ async fn a_verified_secret_is_remembered_so_repeat_requests_skip_argon2() {
     for _ in 0..5 {
         assert!(is_granted(&t.token_request(&client, &secret).await));
     }
-    assert_eq!(
-        t.engine.argon2_verifications(),
-        1,
-        "only the first request runs Argon2"
-    );
+    assert_eq!(t.engine.argon2_verifications(), 1, "only the first request runs Argon2");
 
     // A rotation drops what was remembered.
     t.engine
@@ -557,12 +505,7 @@ async fn wrong_secrets_unknown_clients_and_bad_scopes_are_refused_and_audited() 
         .collect();
     assert_eq!(
         reasons,
-        [
-            "wrong_secret",
-            "malformed_secret",
-            "unknown_client",
-            "invalid_scope"
-        ]
+        ["wrong_secret", "malformed_secret", "unknown_client", "invalid_scope"]
     );
     assert!(
         refused
@@ -607,9 +550,7 @@ async fn the_token_rate_limit_refuses_with_a_retry_time() {
     let secret = created.client_secret.expose().to_owned();
     assert!(is_granted(&t.token_request(&client, &secret).await));
     assert!(is_granted(&t.token_request(&client, &secret).await));
-    let AuthOutcome::Refused(AuthRefusal::RateLimited { retry_after }) =
-        t.token_request(&client, &secret).await
-    else {
+    let AuthOutcome::Refused(AuthRefusal::RateLimited { retry_after }) = t.token_request(&client, &secret).await else {
         panic!("the third request in a minute must be limited");
     };
     assert_eq!(retry_after, Duration::from_secs(30));
@@ -648,14 +589,8 @@ async fn every_lifecycle_change_is_audited_and_the_chain_verifies() {
         .await
         .unwrap();
     t.engine.finish_rotation(&id, &ctx).await.unwrap();
-    t.engine
-        .rotate(&id, RotationMode::Incident, &ctx)
-        .await
-        .unwrap();
-    t.engine
-        .disable(&id, Some("why not".into()), &ctx)
-        .await
-        .unwrap();
+    t.engine.rotate(&id, RotationMode::Incident, &ctx).await.unwrap();
+    t.engine.disable(&id, Some("why not".into()), &ctx).await.unwrap();
     t.engine.enable(&id, &ctx).await.unwrap();
     t.engine.revoke(&id, &ctx).await.unwrap();
 
@@ -670,11 +605,7 @@ async fn every_lifecycle_change_is_audited_and_the_chain_verifies() {
             100,
         )
         .unwrap();
-    let kinds: Vec<&str> = entries
-        .iter()
-        .rev()
-        .map(|e| e.event.kind.as_str())
-        .collect();
+    let kinds: Vec<&str> = entries.iter().rev().map(|e| e.event.kind.as_str()).collect();
     assert_eq!(
         kinds,
         [
@@ -688,11 +619,7 @@ async fn every_lifecycle_change_is_audited_and_the_chain_verifies() {
             "integration.revoked"
         ]
     );
-    assert!(
-        entries[..7]
-            .iter()
-            .all(|e| e.event.admin_key_id == ctx.admin_key_id)
-    );
+    assert!(entries[..7].iter().all(|e| e.event.admin_key_id == ctx.admin_key_id));
     let renamed = &entries[6].event.details["changed"]["name"];
     assert_eq!(
         (renamed["from"].as_str(), renamed["to"].as_str()),
@@ -722,9 +649,7 @@ async fn invalid_input_is_refused_with_a_clear_message_and_changes_nothing() {
             &ctx,
         )
         .await;
-    assert!(
-        matches!(&long_grace, Err(EngineError::Invalid(e)) if e.to_string().contains("0 to 604800"))
-    );
+    assert!(matches!(&long_grace, Err(EngineError::Invalid(e)) if e.to_string().contains("0 to 604800")));
     let bad_ttl = t
         .engine
         .update_integration(
@@ -736,9 +661,7 @@ async fn invalid_input_is_refused_with_a_clear_message_and_changes_nothing() {
             &ctx,
         )
         .await;
-    assert!(
-        matches!(&bad_ttl, Err(EngineError::Invalid(e)) if e.to_string().contains("token lifetime"))
-    );
+    assert!(matches!(&bad_ttl, Err(EngineError::Invalid(e)) if e.to_string().contains("token lifetime")));
     let bad_name = t
         .engine
         .update_integration(
@@ -787,8 +710,7 @@ async fn a_graceful_restart_keeps_the_exact_count_and_every_change() {
     );
     assert_eq!(view.status, IntegrationStatus::Active);
     assert!(is_granted(
-        &t.token_request(client.as_str(), created.client_secret.expose())
-            .await
+        &t.token_request(client.as_str(), created.client_secret.expose()).await
     ));
 }
 
@@ -809,19 +731,14 @@ async fn idle_actors_are_evicted_and_come_back_with_their_count() {
         }
     }
     assert_eq!(t.engine.resident_count(), 20);
-    assert_eq!(
-        t.engine.evict_idle_now().await.unwrap(),
-        0,
-        "nothing is idle yet"
-    );
+    assert_eq!(t.engine.evict_idle_now().await.unwrap(), 0, "nothing is idle yet");
 
     t.clock.advance(Duration::from_secs(61));
     t.engine.check(&clients[0], token_now(&t)).await.unwrap();
     assert_eq!(t.engine.evict_idle_now().await.unwrap(), 19);
     assert_eq!(t.engine.resident_count(), 1);
 
-    let CheckOutcome::Admitted(status) = t.engine.check(&clients[5], token_now(&t)).await.unwrap()
-    else {
+    let CheckOutcome::Admitted(status) = t.engine.check(&clients[5], token_now(&t)).await.unwrap() else {
         panic!("an evicted integration comes back on use");
     };
     assert_eq!(status.used, 4, "the exact count was persisted on eviction");
@@ -840,10 +757,7 @@ async fn the_resident_set_is_capped_per_shard() {
         t.engine.check(&client, token_now(&t)).await.unwrap();
     }
     t.engine.evict_idle_now().await.unwrap();
-    assert!(
-        t.engine.resident_count() <= 10,
-        "at most 5 per shard stay resident"
-    );
+    assert!(t.engine.resident_count() <= 10, "at most 5 per shard stay resident");
 }
 
 #[tokio::test]
@@ -854,14 +768,10 @@ async fn a_crashed_client_actor_is_rebuilt_from_storage() {
     for _ in 0..10 {
         t.engine.check(&client, token_now(&t)).await.unwrap();
     }
-    t.engine
-        .crash_client_actor_for_tests(&client)
-        .await
-        .unwrap();
+    t.engine.crash_client_actor_for_tests(&client).await.unwrap();
     // The next request finds the dead actor, gets a fresh one from storage and is
     // admitted; the count resumes at the reservation (never below what was admitted).
-    let CheckOutcome::Admitted(status) = t.engine.check(&client, token_now(&t)).await.unwrap()
-    else {
+    let CheckOutcome::Admitted(status) = t.engine.check(&client, token_now(&t)).await.unwrap() else {
         panic!("the integration must keep working after its actor crashed");
     };
     assert!(status.used >= 11, "never under-counts: {}", status.used);

@@ -1,0 +1,207 @@
+//! `/admin/v1/admin-keys` (create, list, revoke) and `/admin/v1/signing-keys`
+//! (list, rotate). Only unrestricted keys with write access manage keys.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tollgate_engine::model::{AdminKeyId, AdminKeyRecord, OrgId};
+use tollgate_engine::storage::audit::AuditEvent;
+
+use crate::AdminState;
+use crate::auth::{Principal, generate_key};
+use crate::dto::rfc3339;
+use crate::error::{ApiError, ApiJson};
+
+/// The routes.
+pub fn router() -> Router<AdminState> {
+    Router::new()
+        .route("/admin/v1/admin-keys", post(create).get(list))
+        .route("/admin/v1/admin-keys/{id}/revoke", post(revoke))
+        .route("/admin/v1/signing-keys", get(list_signing))
+        .route("/admin/v1/signing-keys/rotate", post(rotate_signing))
+}
+
+/// `POST /admin/v1/admin-keys` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// What the key is for (1–200 characters).
+    pub label: String,
+    /// Limit the key to one organisation.
+    pub org_id: Option<String>,
+    /// Limit the key to reading.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// An admin key as listed (never the key or its hash).
+#[derive(Debug, Serialize)]
+pub struct AdminKeyDto {
+    /// Key id.
+    pub id: String,
+    /// Label.
+    pub label: String,
+    /// Organisation limit.
+    pub org_id: Option<String>,
+    /// Read-only limit.
+    pub read_only: bool,
+    /// Created.
+    pub created_at: String,
+    /// Revoked, if it was.
+    pub revoked_at: Option<String>,
+}
+
+impl From<&AdminKeyRecord> for AdminKeyDto {
+    fn from(r: &AdminKeyRecord) -> Self {
+        Self {
+            id: r.id.to_string(),
+            label: r.label.clone(),
+            org_id: r.org_id.as_ref().map(ToString::to_string),
+            read_only: r.is_read_only,
+            created_at: rfc3339(r.created_at_ms),
+            revoked_at: r.revoked_at_ms.map(rfc3339),
+        }
+    }
+}
+
+fn require_key_admin(principal: &Principal) -> Result<(), ApiError> {
+    principal.require_write()?;
+    if principal.org.is_some() {
+        return Err(ApiError::Forbidden(
+            "keys are managed only with an admin key that is not limited to an organisation".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn audit(principal: &Principal, now: u64, kind: &str, details: serde_json::Value) -> AuditEvent {
+    AuditEvent {
+        at_ms: now,
+        kind: kind.into(),
+        admin_key_id: Some(principal.key_id.clone()),
+        source_ip: principal.source_ip.clone(),
+        outcome: "success".into(),
+        details,
+        ..AuditEvent::default()
+    }
+}
+
+async fn create(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<CreateKeyRequest>,
+) -> Result<Response, ApiError> {
+    require_key_admin(&principal)?;
+    let label = tollgate_engine::model::parse_name(&body.label)
+        .map_err(|e| ApiError::Unprocessable(e.to_string().replace("name", "label")))?;
+    let org_id = body.org_id.as_deref().map(OrgId::parse).transpose()?;
+    let id = AdminKeyId::generate();
+    let key = generate_key(&id);
+    let phc = state.engine.hash_on_pool(key.clone()).await?;
+    let now = state.engine.now_ms();
+    let record = AdminKeyRecord {
+        id: id.clone(),
+        phc,
+        label,
+        org_id,
+        is_read_only: body.read_only,
+        created_at_ms: now,
+        revoked_at_ms: None,
+    };
+    let event = audit(
+        &principal,
+        now,
+        "admin_key.created",
+        json!({ "new_key_id": id, "org_id": record.org_id, "read_only": record.is_read_only }),
+    );
+    state
+        .engine
+        .storage()
+        .batch()
+        .put_admin_key(&record)
+        .audit(event)
+        .commit()
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "admin_key": AdminKeyDto::from(&record), "key": key })),
+    )
+        .into_response())
+}
+
+async fn list(State(state): State<AdminState>, principal: Principal) -> Result<Json<serde_json::Value>, ApiError> {
+    if principal.org.is_some() {
+        return Err(ApiError::Forbidden(
+            "keys are listed only with an admin key that is not limited to an organisation".into(),
+        ));
+    }
+    let keys: Vec<AdminKeyDto> = state
+        .engine
+        .storage()
+        .admin_keys()?
+        .iter()
+        .map(AdminKeyDto::from)
+        .collect();
+    Ok(Json(json!({ "admin_keys": keys })))
+}
+
+async fn revoke(
+    State(state): State<AdminState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<AdminKeyDto>, ApiError> {
+    require_key_admin(&principal)?;
+    let not_found = || ApiError::NotFound(format!("admin key {id} does not exist"));
+    let key_id = AdminKeyId::parse(&id).map_err(|_| not_found())?;
+    let mut record = state.engine.storage().admin_key(&key_id)?.ok_or_else(not_found)?;
+    if record.revoked_at_ms.is_some() {
+        return Err(ApiError::Conflict(format!("admin key {id} is already revoked")));
+    }
+    if key_id == principal.key_id {
+        return Err(ApiError::Conflict(
+            "an admin key cannot revoke itself; use another key so that one always remains".into(),
+        ));
+    }
+    let now = state.engine.now_ms();
+    record.revoked_at_ms = Some(now);
+    let event = audit(
+        &principal,
+        now,
+        "admin_key.revoked",
+        json!({ "revoked_key_id": key_id }),
+    );
+    state
+        .engine
+        .storage()
+        .batch()
+        .put_admin_key(&record)
+        .audit(event)
+        .commit()
+        .await?;
+    state.verified.forget(&key_id);
+    Ok(Json(AdminKeyDto::from(&record)))
+}
+
+async fn list_signing(State(state): State<AdminState>, _principal: Principal) -> Json<serde_json::Value> {
+    Json(json!({ "signing_keys": state.signing.list() }))
+}
+
+async fn rotate_signing(
+    State(state): State<AdminState>,
+    principal: Principal,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_key_admin(&principal)?;
+    let now = state.engine.now_ms();
+    let kid = state.signing.rotate(now).await?;
+    state
+        .engine
+        .audit(audit(&principal, now, "signing_key.rotated", json!({ "kid": kid })))
+        .await?;
+    Ok(Json(json!({ "kid": kid, "signing_keys": state.signing.list() })))
+}

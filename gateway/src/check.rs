@@ -1,0 +1,322 @@
+//! Request checks: `ANY /v1/check/{*path}` (the Envoy ext_authz HTTP / nginx
+//! auth_request shape) and the reverse proxy for every other path.
+//!
+//! Both run the same [`authorize`]: bearer token (RFC 6750) → signature, issuer,
+//! audience and times (cached after the first verify) → route policy scopes → one
+//! engine check-and-consume. Every checked response carries the quota headers.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use serde_json::json;
+use tollgate_engine::quota::QuotaStatus;
+use tollgate_engine::{CheckOutcome, EngineError, Refusal, TokenContext};
+
+use crate::error::{BearerError, quota_exceeded, quota_headers};
+use crate::jwt::VerifiedToken;
+use crate::{ClientIp, GatewayState};
+
+/// The check route.
+pub fn router() -> Router<GatewayState> {
+    Router::new()
+        .route("/v1/check", any(check_root))
+        .route("/v1/check/{*path}", any(check))
+}
+
+/// An authorised, counted request.
+pub struct Authorized {
+    /// The verified token.
+    pub token: Arc<VerifiedToken>,
+    /// The quota after this request.
+    pub status: QuotaStatus,
+    /// When it was decided (engine clock).
+    pub now_ms: u64,
+}
+
+impl Authorized {
+    /// Adds quota and identity headers.
+    fn decorate(&self, headers: &mut HeaderMap) {
+        quota_headers(headers, &self.status, self.now_ms);
+        identity_headers(headers, &self.token);
+    }
+}
+
+fn identity_headers(headers: &mut HeaderMap, token: &VerifiedToken) {
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    };
+    put("x-tollgate-client-id", &token.claims.client_id);
+    put("x-tollgate-org", &token.claims.org);
+    put("x-tollgate-scopes", &token.claims.scope);
+}
+
+fn bearer_token(headers: &HeaderMap) -> Result<&str, BearerError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(BearerError::Missing);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| BearerError::InvalidRequest("the Authorization header is not valid text".into()))?;
+    let (scheme, token) = text.split_once(' ').unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(BearerError::InvalidRequest(
+            "use the Bearer scheme: Authorization: Bearer <access token>".into(),
+        ));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(BearerError::InvalidRequest("the Bearer token is empty".into()));
+    }
+    Ok(token)
+}
+
+fn refusal_message(refusal: Refusal) -> &'static str {
+    match refusal {
+        Refusal::UnknownClient => "the token's client is not registered",
+        Refusal::Disabled => "the integration is disabled; ask the platform's admin",
+        Refusal::Revoked => "the integration was revoked",
+        Refusal::TokenRevoked => "the access token was revoked; request a new one",
+        Refusal::TokenIssuedBeforeCutoff => {
+            "the access token was issued before the integration's credentials were rotated; request a new one"
+        }
+    }
+}
+
+/// The whole decision for one request: token, scopes, quota.
+pub async fn authorize(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+) -> Result<Authorized, Response> {
+    let now = state.engine.now_ms();
+    let raw = bearer_token(headers).map_err(IntoResponse::into_response)?;
+    let token = state
+        .tokens
+        .verify(raw, now)
+        .map_err(|e| BearerError::InvalidToken(e.to_string()).into_response())?;
+    let required = state.policy.required_scopes(method, path);
+    if !required.iter().all(|s| token.scopes.iter().any(|t| t == s)) {
+        metrics::counter!("tollgate_checks_total", "outcome" => "insufficient_scope").increment(1);
+        return Err(BearerError::InsufficientScope {
+            required: required.to_vec(),
+        }
+        .into_response());
+    }
+    let context = TokenContext {
+        issued_at_ms: token.claims.iat * 1000,
+        jti: Some(token.claims.jti.clone()),
+    };
+    match state.engine.check(&token.client_id, context).await {
+        Ok(CheckOutcome::Admitted(status)) => {
+            metrics::counter!("tollgate_checks_total", "outcome" => "admitted").increment(1);
+            Ok(Authorized {
+                token,
+                status,
+                now_ms: now,
+            })
+        }
+        Ok(CheckOutcome::QuotaExceeded(status)) => {
+            metrics::counter!("tollgate_checks_total", "outcome" => "quota_exceeded").increment(1);
+            let mut response = quota_exceeded(&status, now);
+            identity_headers(response.headers_mut(), &token);
+            Err(response)
+        }
+        Ok(CheckOutcome::Refused(refusal)) => {
+            metrics::counter!("tollgate_checks_total", "outcome" => refusal.as_str()).increment(1);
+            Err(BearerError::InvalidToken(refusal_message(refusal).into()).into_response())
+        }
+        Err(EngineError::Overloaded { retry_after }) => Err(BearerError::Unavailable(retry_after).into_response()),
+        Err(e) => {
+            tracing::error!(error = %e, "request check failed");
+            Err(BearerError::Unavailable(std::time::Duration::from_secs(1)).into_response())
+        }
+    }
+}
+
+/// The method being authorised: the original one when a proxy says so.
+fn original_method<'a>(headers: &'a HeaderMap, method: &'a Method) -> &'a str {
+    ["x-forwarded-method", "x-original-method"]
+        .iter()
+        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .filter(|m| !m.is_empty() && m.len() <= 16 && m.bytes().all(|b| b.is_ascii_alphabetic()))
+        .unwrap_or(method.as_str())
+}
+
+async fn check_root(state: State<GatewayState>, method: Method, headers: HeaderMap) -> Response {
+    check(state, method, Path(String::new()), headers).await
+}
+
+/// `ANY /v1/check/{*path}`: 200 allow, or the refusal, with the same headers the
+/// proxy would send.
+async fn check(
+    State(state): State<GatewayState>,
+    method: Method,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/{path}");
+    let method = original_method(&headers, &method).to_ascii_uppercase();
+    match authorize(&state, &headers, &method, &path).await {
+        Ok(ok) => {
+            let mut response = StatusCode::OK.into_response();
+            ok.decorate(response.headers_mut());
+            response
+        }
+        Err(refusal) => refusal,
+    }
+}
+
+/// Refuses paths that try to climb out of the proxied tree.
+fn has_traversal(path: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    decoded.contains('\\') || decoded.split('/').any(|seg| seg == ".." || seg == ".")
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Every path outside the reserved ones: check, then forward to the upstream (or
+/// answer from the built-in demo upstream when none is configured).
+pub async fn proxy(State(state): State<GatewayState>, ip: ClientIp, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    if has_traversal(&path) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "invalid_path", "error_description": "the path contains `.` or `..` segments or a backslash" })),
+        )
+            .into_response();
+    }
+    let authorized = match authorize(&state, &parts.headers, parts.method.as_str(), &path).await {
+        Ok(ok) => ok,
+        Err(refusal) => return refusal,
+    };
+    let mut response = match &state.upstream {
+        None => demo_upstream(&parts.method, &path, &authorized.token),
+        Some(upstream) => forward(upstream, &state, parts, body, &authorized, &ip).await,
+    };
+    quota_headers(response.headers_mut(), &authorized.status, authorized.now_ms);
+    response
+}
+
+/// The built-in upstream of the quick start.
+fn demo_upstream(method: &Method, path: &str, token: &VerifiedToken) -> Response {
+    Json(json!({
+        "message": "Hello from Tollgate's demo upstream. Configure --upstream to proxy to your API.",
+        "method": method.as_str(),
+        "path": path,
+        "client_id": token.claims.client_id,
+        "org": token.claims.org,
+        "scopes": token.scopes,
+    }))
+    .into_response()
+}
+
+/// Where proxied requests go.
+#[derive(Clone)]
+pub struct Upstream {
+    /// Base URI (scheme + authority + optional path prefix).
+    pub base: Uri,
+    /// The HTTP client.
+    pub client: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Body>,
+}
+
+impl Upstream {
+    /// An upstream at `base` (http only).
+    pub fn new(base: Uri) -> Self {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        Self { base, client }
+    }
+}
+
+async fn forward(
+    upstream: &Upstream,
+    state: &GatewayState,
+    mut parts: axum::http::request::Parts,
+    body: Body,
+    authorized: &Authorized,
+    ip: &ClientIp,
+) -> Response {
+    let prefix = upstream.base.path().trim_end_matches('/');
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let target = format!(
+        "{}://{}{prefix}{path_and_query}",
+        upstream.base.scheme_str().unwrap_or("http"),
+        upstream.base.authority().map_or("", |a| a.as_str())
+    );
+    let Ok(uri) = target.parse::<Uri>() else {
+        return (StatusCode::BAD_REQUEST, Json(json!({ "error": "invalid_path" }))).into_response();
+    };
+    let headers = &mut parts.headers;
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    // The upstream trusts these: never let a caller set them.
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-tollgate-"))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(header::HOST);
+    identity_headers(headers, &authorized.token);
+    if let Ok(v) = HeaderValue::from_str(&ip.0.to_string()) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    parts.uri = uri;
+    let request = axum::http::Request::from_parts(parts, body);
+    match upstream.client.request(request).await {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            for name in HOP_BY_HOP {
+                parts.headers.remove(name);
+            }
+            Response::from_parts(parts, Body::new(body))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the upstream did not answer");
+            let _ = state;
+            (
+                StatusCode::BAD_GATEWAY,
+                Json(json!({ "error": "bad_gateway", "error_description": "the upstream service did not answer" })),
+            )
+                .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traversal_is_spotted_even_when_encoded() {
+        assert!(has_traversal("/a/../b"));
+        assert!(has_traversal("/a/%2e%2e/b"));
+        assert!(has_traversal("/a/%2E%2E"));
+        assert!(has_traversal("/a\\b"));
+        assert!(has_traversal("/./a"));
+        assert!(!has_traversal("/a/..b/c"));
+        assert!(!has_traversal("/v1/messages"));
+    }
+}
