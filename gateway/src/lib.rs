@@ -6,6 +6,7 @@
 //! path). All decisions are the engine's; this crate speaks HTTP and the RFCs.
 //!
 //! # Layout
+//! - [`cli`]: the `tollgate` command line (the binary is one line calling it).
 //! - [`oauth`]: token, introspection, revocation, JWKS, server metadata.
 //! - [`check`]: the check endpoint and the reverse proxy (with the demo upstream).
 //! - [`jwt`]: RFC 9068 access tokens and the verified-token cache.
@@ -16,6 +17,7 @@
 //! - [`serve`]: start both listeners, graceful shutdown.
 
 pub mod check;
+pub mod cli;
 pub mod error;
 pub mod jwt;
 pub mod keys;

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`TestEngine`]: an engine on a temp dir with a [`ManualClock`].
+//! - [`TestApp`]: the whole server (gateway + admin) on port 0, driven over HTTP.
 //! - `src/bin/engine_crash_child.rs`: a child process the crash tests kill with SIGKILL.
 
 use std::sync::Arc;
@@ -103,4 +104,160 @@ async fn open_engine(path: &std::path::Path, clock: ManualClock, config: EngineC
     Engine::start(storage, Arc::new(clock), config)
         .await
         .expect("start engine")
+}
+
+/// The admin key every [`TestApp`] bootstraps with.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
+/// The whole server on loopback port 0 with a fresh data dir and a manual clock.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT` of the gateway.
+    pub gateway: String,
+    /// `http://127.0.0.1:PORT` of the admin side.
+    pub admin: String,
+    /// The engine behind it.
+    pub engine: Engine,
+    /// The clock; move it instead of sleeping.
+    pub clock: ManualClock,
+    /// An HTTP client that follows no redirects.
+    pub http: reqwest::Client,
+    running: Option<tollgate_gateway::serve::Running>,
+    /// The data dir.
+    pub dir: tempfile::TempDir,
+}
+
+/// A registered integration as the admin API returned it.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    /// The admin API's integration JSON.
+    pub integration: serde_json::Value,
+    /// Its id (admin URLs).
+    pub id: String,
+    /// OAuth client id.
+    pub client_id: String,
+    /// The secret, shown once.
+    pub secret: String,
+}
+
+impl TestApp {
+    /// Starts with defaults.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts after `adjust` changed the configuration.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut tollgate_gateway::serve::ServeConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = ManualClock::new(START_MS);
+        let mut config = tollgate_gateway::serve::ServeConfig::new(dir.path().to_path_buf());
+        config.gateway_addr = "127.0.0.1:0".parse().unwrap();
+        config.admin_addr = "127.0.0.1:0".parse().unwrap();
+        config.bootstrap_admin_key = Some(ADMIN_KEY.into());
+        config.clock = Arc::new(clock.clone());
+        adjust(&mut config);
+        let running = tollgate_gateway::serve::start(config).await.expect("server starts");
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("http client");
+        Self {
+            gateway: format!("http://{}", running.gateway_addr),
+            admin: format!("http://{}", running.admin_addr),
+            engine: running.engine.clone(),
+            clock,
+            http,
+            running: Some(running),
+            dir,
+        }
+    }
+
+    /// Graceful shutdown.
+    pub async fn shutdown(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await.expect("graceful shutdown");
+        }
+    }
+
+    /// `METHOD admin/path` with the bootstrap key and an optional JSON body.
+    pub async fn admin_request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        self.admin_request_as(ADMIN_KEY, method, path, body).await
+    }
+
+    /// Like [`Self::admin_request`] with another admin key.
+    pub async fn admin_request_as(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.admin))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("admin request")
+    }
+
+    /// Registers an integration through the admin API (scopes `conversations:read`,
+    /// `messages:write`).
+    pub async fn register(&self, org: &str, daily_quota: u64) -> Registered {
+        let body = serde_json::json!({
+            "org_id": org,
+            "name": format!("{org} integration"),
+            "scopes": ["conversations:read", "messages:write"],
+            "daily_quota": daily_quota,
+        });
+        let response = self
+            .admin_request(reqwest::Method::POST, "/admin/v1/integrations", Some(body))
+            .await;
+        assert_eq!(response.status(), 201, "create integration");
+        let json: serde_json::Value = response.json().await.unwrap();
+        Registered {
+            id: json["integration"]["id"].as_str().unwrap().to_owned(),
+            client_id: json["integration"]["client_id"].as_str().unwrap().to_owned(),
+            secret: json["client_secret"].as_str().unwrap().to_owned(),
+            integration: json["integration"].clone(),
+        }
+    }
+
+    /// `POST /oauth/token` with Basic authentication and an optional scope.
+    pub async fn token_response(&self, client_id: &str, secret: &str, scope: Option<&str>) -> reqwest::Response {
+        let mut form = vec![("grant_type", "client_credentials")];
+        if let Some(scope) = scope {
+            form.push(("scope", scope));
+        }
+        self.http
+            .post(format!("{}/oauth/token", self.gateway))
+            .basic_auth(client_id, Some(secret))
+            .form(&form)
+            .send()
+            .await
+            .expect("token request")
+    }
+
+    /// A token, asserting success.
+    pub async fn token(&self, client_id: &str, secret: &str) -> String {
+        let response = self.token_response(client_id, secret, None).await;
+        assert_eq!(response.status(), 200, "token request");
+        let json: serde_json::Value = response.json().await.unwrap();
+        json["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// `GET gateway/path` with a bearer token.
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.gateway))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("gateway request")
+    }
 }

@@ -1,0 +1,203 @@
+//! The `tollgate` command line: parses configuration and wires the libraries.
+//!
+//! `tollgate serve` runs the server; configuration comes from flags, then
+//! `TOLLGATE_*` environment variables, then an optional TOML file (`--config`),
+//! then the defaults. Kept in the library so that the binary stays one line and the
+//! end-to-end tests can run exactly the same entry point as a child process.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use crate::policy::RoutePolicy;
+use crate::serve::{ServeConfig, start};
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+#[derive(Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Secure machine-to-machine integrations: OAuth client credentials, quotas, audit"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway and the admin API.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ServeArgs {
+    /// A TOML file with any of these settings (kebab-case keys); flags and env win.
+    #[arg(long, env = "TOLLGATE_CONFIG")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Gateway listener [default: 127.0.0.1:8080].
+    #[arg(long, env = "TOLLGATE_GATEWAY_ADDR")]
+    gateway_addr: Option<SocketAddr>,
+    /// Admin listener (admin API, dashboard, /metrics) [default: 127.0.0.1:8081].
+    #[arg(long, env = "TOLLGATE_ADMIN_ADDR")]
+    admin_addr: Option<SocketAddr>,
+    /// Data directory [default: ./tollgate-data].
+    #[arg(long, env = "TOLLGATE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Proxy target (http://host:port[/prefix]); unset: the built-in demo upstream.
+    #[arg(long, env = "TOLLGATE_UPSTREAM")]
+    upstream: Option<String>,
+    /// Route policy file (TOML: method + path → scopes).
+    #[arg(long, env = "TOLLGATE_POLICY_FILE")]
+    policy_file: Option<PathBuf>,
+    /// Token issuer [default: http://<gateway address>].
+    #[arg(long, env = "TOLLGATE_ISSUER")]
+    issuer: Option<String>,
+    /// Token audience [default: tollgate-api].
+    #[arg(long, env = "TOLLGATE_AUDIENCE")]
+    audience: Option<String>,
+    /// Quota warning thresholds in percent, comma-separated [default: 80,95].
+    #[arg(long, env = "TOLLGATE_WARNING_THRESHOLDS", value_delimiter = ',')]
+    warning_thresholds: Option<Vec<u8>>,
+    /// Proxies whose X-Forwarded-For is believed (repeat or comma-separate).
+    #[arg(long, env = "TOLLGATE_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Option<Vec<IpAddr>>,
+    /// Requests in flight before the gateway sheds load with 503 [default: 4096].
+    #[arg(long, env = "TOLLGATE_MAX_IN_FLIGHT")]
+    max_in_flight: Option<usize>,
+    /// Engine shards [default: 8].
+    #[arg(long, env = "TOLLGATE_SHARDS")]
+    shards: Option<u32>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "TOLLGATE_LOG_FORMAT")]
+    log_format: Option<String>,
+}
+
+impl ServeArgs {
+    /// Fills what flags and env left unset from the config file.
+    fn merge(mut self) -> anyhow::Result<Self> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path).with_context(|| format!("failed to read {}", path.display()))?;
+        let file: ServeArgs =
+            toml::from_str(&text).with_context(|| format!("{} is not a valid config file", path.display()))?;
+        macro_rules! fill {
+            ($($field:ident),*) => { $( if self.$field.is_none() { self.$field = file.$field; } )* };
+        }
+        fill!(
+            gateway_addr,
+            admin_addr,
+            data_dir,
+            upstream,
+            policy_file,
+            issuer,
+            audience,
+            warning_thresholds,
+            trusted_proxies,
+            max_in_flight,
+            shards,
+            log_format
+        );
+        Ok(self)
+    }
+}
+
+fn init_logs(format: Option<&str>) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr: stdout carries the listener lines and the bootstrap banner.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format.unwrap_or("text") {
+        "text" => builder.init(),
+        "json" => builder.json().init(),
+        other => bail!("--log-format must be text or json, not `{other}`"),
+    }
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let args = args.merge()?;
+    init_logs(args.log_format.as_deref())?;
+    let mut config = ServeConfig::new(args.data_dir.unwrap_or_else(|| PathBuf::from("./tollgate-data")));
+    if let Some(addr) = args.gateway_addr {
+        config.gateway_addr = addr;
+    }
+    if let Some(addr) = args.admin_addr {
+        config.admin_addr = addr;
+    }
+    if let Some(upstream) = args.upstream {
+        let uri: axum::http::Uri = upstream
+            .parse()
+            .with_context(|| format!("--upstream `{upstream}` is not a URL"))?;
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            bail!("--upstream must be an http:// URL with a host, e.g. http://127.0.0.1:9000");
+        }
+        config.upstream = Some(uri);
+    }
+    if let Some(path) = args.policy_file {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("failed to read {}", path.display()))?;
+        config.policy = RoutePolicy::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    config.issuer = args.issuer;
+    if let Some(audience) = args.audience {
+        config.audience = audience;
+    }
+    if let Some(thresholds) = args.warning_thresholds {
+        config.engine.warning_thresholds = thresholds.into();
+    }
+    if let Some(proxies) = args.trusted_proxies {
+        config.trusted_proxies = proxies;
+    }
+    if let Some(n) = args.max_in_flight {
+        config.max_in_flight = n;
+    }
+    if let Some(n) = args.shards {
+        config.engine.shard_count = n;
+    }
+    config.bootstrap_admin_key = std::env::var("TOLLGATE_ADMIN_KEY").ok().filter(|k| !k.is_empty());
+
+    let running = start(config).await?;
+    println!("gateway listening on http://{}", running.gateway_addr);
+    println!("admin listening on http://{}", running.admin_addr);
+    if let Some(key) = &running.generated_admin_key {
+        println!("==================================================================");
+        println!(" Bootstrap admin key (shown once, stored only as a hash):");
+        println!("   {key}");
+        println!(" Use it as: Authorization: Bearer <key>. Set TOLLGATE_ADMIN_KEY on");
+        println!(" first start to choose your own instead.");
+        println!("==================================================================");
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining requests, persisting exact counters");
+    running.shutdown().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Parses the command line and runs the chosen command.
+pub async fn run() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+    }
+}
