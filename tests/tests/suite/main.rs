@@ -1,5 +1,6 @@
 //! Tollgate's end-to-end test suite: one binary, a module per area.
 
+mod admin;
 mod crash;
 mod engine;
 mod gateway;
