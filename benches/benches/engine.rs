@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tokio::sync::{mpsc, oneshot};
-use tollgate_benches::{concurrent, engine_with_integrations};
-use tollgate_engine::{CheckOutcome, TokenContext};
+use tollgate_benches::{Operation, concurrent, engine_with_integrations};
+use tollgate_engine::model::ClientId;
+use tollgate_engine::{CheckOutcome, Engine, TokenContext};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -21,22 +22,52 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+#[derive(Clone)]
+struct FetchAdd(Arc<AtomicU64>);
+
+impl Operation for FetchAdd {
+    async fn run(&self, _: u64) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Clone)]
+struct RoundTrip(mpsc::UnboundedSender<oneshot::Sender<u64>>);
+
+impl Operation for RoundTrip {
+    async fn run(&self, _: u64) {
+        let (reply, answer) = oneshot::channel();
+        self.0.send(reply).expect("server alive");
+        answer.await.expect("answered");
+    }
+}
+
+#[derive(Clone)]
+struct Check {
+    engine: Engine,
+    clients: Arc<Vec<ClientId>>,
+}
+
+impl Operation for Check {
+    async fn run(&self, i: u64) {
+        let client = &self.clients[(i as usize) % self.clients.len()];
+        let token = TokenContext {
+            issued_at_ms: self.engine.now_ms(),
+            jti: None,
+        };
+        let outcome = self.engine.check(client, token).await.expect("check");
+        assert!(matches!(outcome, CheckOutcome::Admitted(_)));
+    }
+}
+
 fn check_throughput(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("check");
     group.throughput(Throughput::Elements(1));
 
-    let counter = Arc::new(AtomicU64::new(0));
+    let counter = FetchAdd(Arc::new(AtomicU64::new(0)));
     group.bench_function("baseline_atomic_fetch_add", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let counter = counter.clone();
-            concurrent(iters, move |_| {
-                let counter = counter.clone();
-                async move {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
+        b.to_async(&rt).iter_custom(|iters| concurrent(iters, counter.clone()))
     });
 
     let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<u64>>();
@@ -47,41 +78,19 @@ fn check_throughput(c: &mut Criterion) {
             let _ = reply.send(n);
         }
     });
+    let round_trip = RoundTrip(tx);
     group.bench_function("baseline_mpsc_oneshot_round_trip", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let tx = tx.clone();
-            concurrent(iters, move |_| {
-                let tx = tx.clone();
-                async move {
-                    let (reply, answer) = oneshot::channel();
-                    tx.send(reply).expect("server alive");
-                    answer.await.expect("answered");
-                }
-            })
-        })
+        b.to_async(&rt).iter_custom(|iters| concurrent(iters, round_trip.clone()))
     });
 
     for n in [1usize, 10_000] {
         let (engine, clients, _dir) = rt.block_on(engine_with_integrations(n));
-        let clients = Arc::new(clients);
+        let check = Check {
+            engine: engine.clone(),
+            clients: Arc::new(clients),
+        };
         group.bench_function(format!("engine_check_{n}_integrations"), |b| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let engine = engine.clone();
-                let clients = clients.clone();
-                concurrent(iters, move |i| {
-                    let engine = engine.clone();
-                    let clients = clients.clone();
-                    async move {
-                        let client = &clients[(i as usize) % clients.len()];
-                        let token = TokenContext {
-                            issued_at_ms: engine.now_ms(),
-                            jti: None,
-                        };
-                        let outcome = engine.check(client, token).await.expect("check");
-                        assert!(matches!(outcome, CheckOutcome::Admitted(_)));
-                    }
-                })
-            })
+            b.to_async(&rt).iter_custom(|iters| concurrent(iters, check.clone()))
         });
         rt.block_on(engine.shutdown()).expect("shutdown");
     }

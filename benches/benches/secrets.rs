@@ -7,13 +7,40 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tollgate_benches::concurrent;
+use tollgate_benches::{Operation, concurrent};
 use tollgate_engine::clock::SystemClock;
 use tollgate_engine::model::{DailyQuota, OrgId, SlotId};
 use tollgate_engine::secret::{ClientSecret, hash_secret, verify_secret};
 use tollgate_engine::storage::Storage;
 use tollgate_engine::storage::audit::AuditEvent;
 use tollgate_engine::{AdminContext, AuthOutcome, AuthRequest, Engine, EngineConfig, NewIntegration, RequestContext};
+
+#[derive(Clone)]
+struct WarmAuth {
+    engine: Engine,
+    request: Arc<AuthRequest>,
+}
+
+impl Operation for WarmAuth {
+    async fn run(&self, _: u64) {
+        let outcome = self.engine.authenticate((*self.request).clone()).await.expect("authenticate");
+        assert!(matches!(outcome, AuthOutcome::Granted(_)));
+    }
+}
+
+#[derive(Clone)]
+struct AuditAppend(Engine);
+
+impl Operation for AuditAppend {
+    async fn run(&self, _: u64) {
+        let event = AuditEvent {
+            kind: "bench.event".into(),
+            outcome: "success".into(),
+            ..AuditEvent::default()
+        };
+        self.0.audit(event).await.expect("audit");
+    }
+}
 
 fn secret_verification(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -63,37 +90,16 @@ fn secret_verification(c: &mut Criterion) {
         },
         allow_slow_verify: true,
     };
+    let warm = WarmAuth {
+        engine: engine.clone(),
+        request: Arc::new(request),
+    };
     group.bench_function("warm_engine_authenticate_with_durable_audit", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let engine = engine.clone();
-            let request = request.clone();
-            concurrent(iters, move |_| {
-                let engine = engine.clone();
-                let request = request.clone();
-                async move {
-                    let outcome = engine.authenticate(request).await.expect("authenticate");
-                    assert!(matches!(outcome, AuthOutcome::Granted(_)));
-                }
-            })
-        })
+        b.to_async(&rt).iter_custom(|iters| concurrent(iters, warm.clone()))
     });
+    let append = AuditAppend(engine.clone());
     group.bench_function("baseline_durable_audit_append_alone", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let engine = engine.clone();
-            concurrent(iters, move |_| {
-                let engine = engine.clone();
-                async move {
-                    engine
-                        .audit(AuditEvent {
-                            kind: "bench.event".into(),
-                            outcome: "success".into(),
-                            ..AuditEvent::default()
-                        })
-                        .await
-                        .expect("audit");
-                }
-            })
-        })
+        b.to_async(&rt).iter_custom(|iters| concurrent(iters, append.clone()))
     });
     rt.block_on(engine.shutdown()).expect("shutdown");
     group.finish();

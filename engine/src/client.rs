@@ -380,9 +380,13 @@ impl ClientState {
         if let Some(refusal) = self.refusal(token) {
             return Ok(CheckOutcome::Refused(refusal));
         }
-        tokio::time::timeout_at(deadline.into(), self.roll_day(now))
-            .await
-            .map_err(|_| EngineError::Timeout)??;
+        if self.counter.is_stale(now) {
+            // Building a timeout touches the runtime's shared timer handle: only pay
+            // for it on the rare path that awaits the disk.
+            tokio::time::timeout_at(deadline.into(), self.roll_day(now))
+                .await
+                .map_err(|_| EngineError::Timeout)??;
+        }
         let limit = self.rec.daily_quota.get();
         let thresholds = Arc::clone(&self.shared.config.warning_thresholds);
         loop {
