@@ -2,34 +2,33 @@
 //! JSON Lines export) and `/admin/v1/audit/verify`.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Deserialize;
-use serde_json::json;
 use tollgate_engine::model::{IntegrationId, OrgId};
 use tollgate_engine::storage::audit::AuditFilter;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AdminState;
 use crate::auth::Principal;
-use crate::dto::{AuditEntryDto, parse_rfc3339};
+use crate::dto::{AuditEntryDto, AuditPage, BrokenLinkDto, ErrorBody, VerifyDto, parse_rfc3339};
 use crate::error::ApiError;
 use crate::integrations::page_size;
 
 /// Most entries one JSON Lines export returns.
 pub const MAX_EXPORT: usize = 100_000;
 
-/// The routes.
-pub fn router() -> Router<AdminState> {
-    Router::new()
-        .route("/admin/v1/audit", get(query))
-        .route("/admin/v1/audit/verify", get(verify))
+/// The routes, with their OpenAPI description.
+pub fn router() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new().routes(routes!(query)).routes(routes!(verify))
 }
 
 /// Filters and paging.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only this organisation.
@@ -63,6 +62,10 @@ fn time_param(name: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> 
         .transpose()
 }
 
+#[utoipa::path(get, path = "/admin/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, description = "A page of entries, newest first (format=json); with format=jsonl the whole range as application/jsonl, oldest first", body = AuditPage),
+        (status = 400, description = "Bad filter, time or format", body = ErrorBody),
+        (status = 401, description = "No or invalid admin key", body = ErrorBody)))]
 async fn query(
     State(state): State<AdminState>,
     principal: Principal,
@@ -82,7 +85,11 @@ async fn query(
     };
     if let Some(own) = &principal.org {
         if filter.org_id.as_ref().is_some_and(|asked| asked != own) {
-            return Ok(Json(json!({ "entries": [], "next_cursor": null })).into_response());
+            return Ok(Json(AuditPage {
+                entries: vec![],
+                next_cursor: None,
+            })
+            .into_response());
         }
         filter.org_id = Some(own.clone());
     }
@@ -94,7 +101,7 @@ async fn query(
                 .then(|| entries.last().map(|e| e.seq))
                 .flatten();
             let entries: Vec<AuditEntryDto> = entries.iter().map(AuditEntryDto::from).collect();
-            Ok(Json(json!({ "entries": entries, "next_cursor": next_cursor })).into_response())
+            Ok(Json(AuditPage { entries, next_cursor }).into_response())
         }
         Some("jsonl") => {
             let mut entries = state.engine.audit_query(&filter, q.cursor, MAX_EXPORT)?;
@@ -115,11 +122,17 @@ async fn query(
     }
 }
 
-async fn verify(State(state): State<AdminState>, _principal: Principal) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(get, path = "/admin/v1/audit/verify", tag = "audit",
+    responses((status = 200, description = "The chain's state and the first broken link, if any", body = VerifyDto),
+        (status = 401, description = "No or invalid admin key", body = ErrorBody)))]
+async fn verify(State(state): State<AdminState>, _principal: Principal) -> Result<Json<VerifyDto>, ApiError> {
     let report = state.engine.audit_verify()?;
-    Ok(Json(json!({
-        "ok": report.first_broken.is_none(),
-        "entries_checked": report.entries_checked,
-        "first_broken": report.first_broken,
-    })))
+    Ok(Json(VerifyDto {
+        ok: report.first_broken.is_none(),
+        entries_checked: report.entries_checked,
+        first_broken: report.first_broken.map(|b| BrokenLinkDto {
+            seq: b.seq,
+            problem: b.problem,
+        }),
+    }))
 }

@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tollgate_engine::storage::audit::AuditEntry;
 use tollgate_engine::{IntegrationView, SlotRole};
+use utoipa::ToSchema;
 
 /// Unix ms as RFC 3339 (UTC, seconds precision).
 pub fn rfc3339(ms: u64) -> String {
@@ -20,7 +21,7 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
 }
 
 /// A secret slot as shown (never the hash).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SecretDto {
     /// Slot id (part of the secret; safe to show).
     pub slot_id: String,
@@ -41,7 +42,7 @@ pub struct SecretDto {
 }
 
 /// Today's usage.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UsageTodayDto {
     /// Requests counted today.
     pub used: u64,
@@ -52,7 +53,7 @@ pub struct UsageTodayDto {
 }
 
 /// An integration as the admin API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct IntegrationDto {
     /// Internal id (used in URLs).
     pub id: String,
@@ -136,7 +137,7 @@ impl IntegrationDto {
 }
 
 /// An audit entry as shown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEntryDto {
     /// Sequence number (also the pagination cursor).
     pub seq: u64,
@@ -166,6 +167,7 @@ pub struct AuditEntryDto {
     /// Token id.
     pub jti: Option<String>,
     /// Details.
+    #[schema(value_type = Object)]
     pub details: Value,
     /// This entry's hash.
     pub hash: String,
@@ -195,4 +197,91 @@ impl From<&AuditEntry> for AuditEntryDto {
             prev_hash: e.prev_hash.clone(),
         }
     }
+}
+
+/// Every error: a stable code and a readable message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code (`unauthorized`, `not_found`, `conflict`, …).
+    pub error: String,
+    /// What happened and what to do.
+    pub message: String,
+}
+
+/// `POST /admin/v1/integrations` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedDto {
+    /// The integration.
+    pub integration: IntegrationDto,
+    /// The secret, shown this once and stored only as a hash.
+    pub client_secret: String,
+}
+
+/// A page of integrations.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IntegrationPage {
+    /// This page.
+    pub integrations: Vec<IntegrationDto>,
+    /// Pass as `cursor` for the next page; `null` at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// `POST .../rotate` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedDto {
+    /// The new secret, shown this once.
+    pub client_secret: String,
+    /// When the old secret stops working; `null` when it already has (incident).
+    pub previous_secret_expires_at: Option<String>,
+    /// The integration after the rotation.
+    pub integration: IntegrationDto,
+}
+
+/// One day of usage.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DayDto {
+    /// UTC date, `YYYY-MM-DD`.
+    pub date: String,
+    /// Requests counted.
+    pub count: u64,
+}
+
+/// `GET .../usage` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageDto {
+    /// Today's daily quota.
+    pub daily_quota: u64,
+    /// Oldest first, today last (live).
+    pub days: Vec<DayDto>,
+    /// Today by UTC hour, 24 numbers (live).
+    pub hourly_today: Vec<u64>,
+}
+
+/// A page of audit entries, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// This page.
+    pub entries: Vec<AuditEntryDto>,
+    /// Pass as `cursor` for the next page; `null` at the end.
+    pub next_cursor: Option<u64>,
+}
+
+/// Where the audit chain breaks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BrokenLinkDto {
+    /// The first entry that does not verify.
+    pub seq: u64,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// `GET /admin/v1/audit/verify` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyDto {
+    /// The whole chain verifies.
+    pub ok: bool,
+    /// Entries checked.
+    pub entries_checked: u64,
+    /// The first broken link, if any.
+    pub first_broken: Option<BrokenLinkDto>,
 }

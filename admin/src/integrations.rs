@@ -4,21 +4,24 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::json;
 use tollgate_engine::model::{DailyQuota, IntegrationId, IntegrationStatus, OrgId, parse_scopes};
 use tollgate_engine::storage::audit::AuditFilter;
 use tollgate_engine::{DEFAULT_GRACE, IntegrationUpdate, IntegrationView, NewIntegration, RotationMode};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AdminState;
 use crate::auth::Principal;
-use crate::dto::{AuditEntryDto, IntegrationDto, rfc3339};
+use crate::dto::{
+    AuditEntryDto, AuditPage, CreatedDto, DayDto, ErrorBody, IntegrationDto, IntegrationPage, RotatedDto, UsageDto,
+    rfc3339,
+};
 use crate::error::{ApiError, ApiJson};
 
 /// Default and largest page size.
@@ -26,22 +29,24 @@ pub const DEFAULT_PAGE: usize = 50;
 /// Largest page size.
 pub const MAX_PAGE: usize = 200;
 
-/// The routes.
-pub fn router() -> Router<AdminState> {
-    Router::new()
-        .route("/admin/v1/integrations", post(create).get(list))
-        .route("/admin/v1/integrations/{id}", get(show).patch(update))
-        .route("/admin/v1/integrations/{id}/disable", post(disable))
-        .route("/admin/v1/integrations/{id}/enable", post(enable))
-        .route("/admin/v1/integrations/{id}/revoke", post(revoke))
-        .route("/admin/v1/integrations/{id}/rotate", post(rotate))
-        .route("/admin/v1/integrations/{id}/rotation/finish", post(finish_rotation))
-        .route("/admin/v1/integrations/{id}/usage", get(usage))
-        .route("/admin/v1/integrations/{id}/activity", get(activity))
+/// The routes, with their OpenAPI description.
+pub fn router() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show, update))
+        .routes(routes!(disable))
+        .routes(routes!(enable))
+        .routes(routes!(revoke))
+        .routes(routes!(rotate))
+        .routes(routes!(finish_rotation))
+        .routes(routes!(usage))
+        .routes(routes!(activity))
 }
 
+const TAG: &str = "integrations";
+
 /// `POST /admin/v1/integrations` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     /// Organisation.
@@ -60,7 +65,7 @@ pub struct CreateRequest {
 }
 
 /// `PATCH /admin/v1/integrations/{id}` body.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRequest {
     /// New name.
@@ -76,7 +81,7 @@ pub struct UpdateRequest {
 }
 
 /// `POST .../disable` body (optional).
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisableRequest {
     /// Why (audited, shown to admins).
@@ -84,7 +89,7 @@ pub struct DisableRequest {
 }
 
 /// `POST .../rotate` body (optional).
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateRequest {
     /// `routine` (default) or `incident`.
@@ -94,7 +99,8 @@ pub struct RotateRequest {
 }
 
 /// List filters.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only this organisation.
@@ -108,7 +114,8 @@ pub struct ListQuery {
 }
 
 /// Pagination of the activity.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// The `seq` of the last entry of the previous page.
@@ -118,7 +125,8 @@ pub struct PageQuery {
 }
 
 /// Usage window.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// Days back, including today (1–90, default 30).
@@ -172,6 +180,11 @@ fn dto(state: &AdminState, view: &IntegrationView) -> IntegrationDto {
     IntegrationDto::from_view(view, state.engine.now_ms())
 }
 
+#[utoipa::path(post, path = "/admin/v1/integrations", tag = TAG, request_body = CreateRequest,
+    responses((status = 201, description = "Registered; the secret is shown this once", body = CreatedDto),
+        (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "No or invalid admin key", body = ErrorBody),
+        (status = 403, description = "Read-only key", body = ErrorBody), (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid values", body = ErrorBody)))]
 async fn create(
     State(state): State<AdminState>,
     principal: Principal,
@@ -193,10 +206,10 @@ async fn create(
         token_requests_per_minute: body.token_requests_per_minute,
     };
     let created = state.engine.create_integration(new, &principal.context()).await?;
-    let body = json!({
-        "integration": dto(&state, &created.integration),
-        "client_secret": created.client_secret.expose(),
-    });
+    let body = CreatedDto {
+        integration: dto(&state, &created.integration),
+        client_secret: created.client_secret.expose().to_owned(),
+    };
     Ok((
         StatusCode::CREATED,
         [(axum::http::header::CACHE_CONTROL, "no-store")],
@@ -205,17 +218,23 @@ async fn create(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/admin/v1/integrations", tag = TAG, params(ListQuery),
+    responses((status = 200, description = "A page of integrations", body = IntegrationPage),
+        (status = 400, description = "Bad filter or cursor", body = ErrorBody), (status = 401, description = "No or invalid admin key", body = ErrorBody)))]
 async fn list(
     State(state): State<AdminState>,
     principal: Principal,
     Query(query): Query<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<IntegrationPage>, ApiError> {
     let limit = page_size(query.limit)?;
     let org = query.org_id.as_deref().map(OrgId::parse).transpose()?;
     if let (Some(own), Some(asked)) = (&principal.org, &org)
         && own != asked
     {
-        return Ok(Json(json!({ "integrations": [], "next_cursor": null })));
+        return Ok(Json(IntegrationPage {
+            integrations: vec![],
+            next_cursor: None,
+        }));
     }
     let org = org.or_else(|| principal.org.clone());
     let status = match query.status.as_deref() {
@@ -250,9 +269,14 @@ async fn list(
             break;
         }
     }
-    Ok(Json(json!({ "integrations": out, "next_cursor": next_cursor })))
+    Ok(Json(IntegrationPage {
+        integrations: out,
+        next_cursor,
+    }))
 }
 
+#[utoipa::path(get, path = "/admin/v1/integrations/{id}", tag = TAG, params(("id" = String, Path, description = "Integration id (int_…)")),
+    responses((status = 200, description = "The integration with live usage", body = IntegrationDto), (status = 401, description = "No or invalid admin key", body = ErrorBody), (status = 404, description = "No such integration (or one the key may not see)", body = ErrorBody)))]
 async fn show(
     State(state): State<AdminState>,
     principal: Principal,
@@ -262,6 +286,9 @@ async fn show(
     Ok(Json(dto(&state, &view)))
 }
 
+#[utoipa::path(patch, path = "/admin/v1/integrations/{id}", tag = TAG, params(("id" = String, Path, description = "Integration id (int_…)")), request_body = UpdateRequest,
+    responses((status = 200, description = "Updated (today's count is kept)", body = IntegrationDto), (status = 401, description = "No or invalid admin key", body = ErrorBody), (status = 404, description = "No such integration (or one the key may not see)", body = ErrorBody), (status = 403, description = "Read-only key", body = ErrorBody),
+        (status = 409, description = "Revoked", body = ErrorBody), (status = 422, description = "Invalid values", body = ErrorBody)))]
 async fn update(
     State(state): State<AdminState>,
     principal: Principal,
@@ -294,6 +321,9 @@ async fn update(
     Ok(Json(dto(&state, &view)))
 }
 
+#[utoipa::path(post, path = "/admin/v1/integrations/{id}/disable", tag = TAG, params(("id" = String, Path, description = "Integration id (int_…)")), request_body(content = DisableRequest, description = "Optional"),
+    responses((status = 200, description = "Disabled: the next request is refused", body = IntegrationDto), (status = 401, description = "No or invalid admin key", body = ErrorBody), (status = 404, description = "No such integration (or one the key may not see)", body = ErrorBody), (status = 403, description = "Read-only key", body = ErrorBody),
+        (status = 409, description = "Already disabled, or revoked", body = ErrorBody)))]
 async fn disable(
     State(state): State<AdminState>,
     principal: Principal,
@@ -307,6 +337,9 @@ async fn disable(
     Ok(Json(dto(&state, &view)))
 }
 
+#[utoipa::path(post, path = "/admin/v1/integrations/{id}/enable", tag = TAG, params(("id" = String, Path, description = "Integration id (int_…)")),
+    responses((status = 200, description = "Enabled", body = IntegrationDto), (status = 401, description = "No or invalid admin key", body = ErrorBody), (status = 404, description = "No such integration (or one the key may not see)", body = ErrorBody), (status = 403, description = "Read-only key", body = ErrorBody),
+        (status = 409, description = "Already active, or revoked", body = ErrorBody)))]
 async fn enable(
     State(state): State<AdminState>,
     principal: Principal,
@@ -318,6 +351,9 @@ async fn enable(
     Ok(Json(dto(&state, &view)))
 }
 
+#[utoipa::path(post, path = "/admin/v1/integrations/{id}/revoke", tag = TAG, params(("id" = String, Path, description = "Integration id (int_…)")),
+    responses((status = 200, description = "Revoked for good: secrets erased, tokens dead, record kept", body = IntegrationDto), (status = 401, description = "No or invalid admin key", body = ErrorBody), (status = 404, description = "No such integration (or one the key may not see)", body = ErrorBody), (status = 403, description = "Read-only key", body = ErrorBody),
+        (status = 409, description = "Already revoked", body = ErrorBody)))]
 async fn revoke(
     State(state): State<AdminState>,
     principal: Principal,
@@ -329,6 +365,9 @@ async fn revoke(
     Ok(Json(dto(&state, &view)))
 }
 
+#[utoipa::path(post, path = "/admin/v1/integrations/{id}/rotate", tag = TAG, params(("id" = String, Path, description = "Integration id (int_…)")), request_body(content = RotateRequest, description = "Optional; default: routine with 24 h grace"),
+    responses((status = 200, description = "The new secret, shown this once", body = RotatedDto), (status = 401, description = "No or invalid admin key", body = ErrorBody), (status = 404, description = "No such integration (or one the key may not see)", body = ErrorBody), (status = 403, description = "Read-only key", body = ErrorBody),
+        (status = 409, description = "Revoked", body = ErrorBody), (status = 422, description = "Bad mode or grace", body = ErrorBody)))]
 async fn rotate(
     State(state): State<AdminState>,
     principal: Principal,
@@ -357,14 +396,17 @@ async fn rotate(
     };
     let (id, _) = visible(&state, &principal, &id).await?;
     let rotated = state.engine.rotate(&id, mode, &principal.context()).await?;
-    let body = json!({
-        "client_secret": rotated.client_secret.expose(),
-        "previous_secret_expires_at": rotated.previous_secret_expires_at_ms.map(rfc3339),
-        "integration": dto(&state, &rotated.integration),
-    });
+    let body = RotatedDto {
+        client_secret: rotated.client_secret.expose().to_owned(),
+        previous_secret_expires_at: rotated.previous_secret_expires_at_ms.map(rfc3339),
+        integration: dto(&state, &rotated.integration),
+    };
     Ok(([(axum::http::header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 
+#[utoipa::path(post, path = "/admin/v1/integrations/{id}/rotation/finish", tag = TAG, params(("id" = String, Path, description = "Integration id (int_…)")),
+    responses((status = 200, description = "Only the new secret works from now on", body = IntegrationDto), (status = 401, description = "No or invalid admin key", body = ErrorBody), (status = 404, description = "No such integration (or one the key may not see)", body = ErrorBody), (status = 403, description = "Read-only key", body = ErrorBody),
+        (status = 409, description = "No rotation in progress", body = ErrorBody)))]
 async fn finish_rotation(
     State(state): State<AdminState>,
     principal: Principal,
@@ -376,32 +418,41 @@ async fn finish_rotation(
     Ok(Json(dto(&state, &view)))
 }
 
+#[utoipa::path(get, path = "/admin/v1/integrations/{id}/usage", tag = TAG, params(("id" = String, Path, description = "Integration id (int_…)"), UsageQuery),
+    responses((status = 200, description = "Daily counts, today live, and today by hour", body = UsageDto), (status = 401, description = "No or invalid admin key", body = ErrorBody), (status = 404, description = "No such integration (or one the key may not see)", body = ErrorBody),
+        (status = 422, description = "days out of range", body = ErrorBody)))]
 async fn usage(
     State(state): State<AdminState>,
     principal: Principal,
     Path(id): Path<String>,
     Query(query): Query<UsageQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<UsageDto>, ApiError> {
     let (id, _) = visible(&state, &principal, &id).await?;
     let report = state.engine.usage(&id, query.days.unwrap_or(30)).await?;
-    let days: Vec<_> = report
+    let days = report
         .daily
         .iter()
-        .map(|d| json!({ "date": &rfc3339(u64::from(d.day) * 86_400_000)[..10], "count": d.count }))
+        .map(|d| DayDto {
+            date: rfc3339(u64::from(d.day) * 86_400_000)[..10].to_owned(),
+            count: d.count,
+        })
         .collect();
-    Ok(Json(json!({
-        "daily_quota": report.daily_quota,
-        "days": days,
-        "hourly_today": report.hourly_today,
-    })))
+    Ok(Json(UsageDto {
+        daily_quota: report.daily_quota,
+        days,
+        hourly_today: report.hourly_today.to_vec(),
+    }))
 }
 
+#[utoipa::path(get, path = "/admin/v1/integrations/{id}/activity", tag = TAG, params(("id" = String, Path, description = "Integration id (int_…)"), PageQuery),
+    responses((status = 200, description = "Audit entries of this integration, newest first", body = AuditPage), (status = 401, description = "No or invalid admin key", body = ErrorBody), (status = 404, description = "No such integration (or one the key may not see)", body = ErrorBody),
+        (status = 400, description = "Bad limit", body = ErrorBody)))]
 async fn activity(
     State(state): State<AdminState>,
     principal: Principal,
     Path(id): Path<String>,
     Query(query): Query<PageQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AuditPage>, ApiError> {
     let limit = page_size(query.limit)?;
     let (id, _) = visible(&state, &principal, &id).await?;
     let filter = AuditFilter {
@@ -413,5 +464,5 @@ async fn activity(
         .then(|| entries.last().map(|e| e.seq))
         .flatten();
     let entries: Vec<AuditEntryDto> = entries.iter().map(AuditEntryDto::from).collect();
-    Ok(Json(json!({ "entries": entries, "next_cursor": next_cursor })))
+    Ok(Json(AuditPage { entries, next_cursor }))
 }

@@ -2,32 +2,66 @@
 //! (list, rotate). Only unrestricted keys with write access manage keys.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tollgate_engine::model::{AdminKeyId, AdminKeyRecord, OrgId};
 use tollgate_engine::storage::audit::AuditEvent;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::AdminState;
 use crate::auth::{Principal, generate_key};
+use crate::dto::ErrorBody;
 use crate::dto::rfc3339;
 use crate::error::{ApiError, ApiJson};
+use crate::{AdminState, SigningKeyInfo};
 
-/// The routes.
-pub fn router() -> Router<AdminState> {
-    Router::new()
-        .route("/admin/v1/admin-keys", post(create).get(list))
-        .route("/admin/v1/admin-keys/{id}/revoke", post(revoke))
-        .route("/admin/v1/signing-keys", get(list_signing))
-        .route("/admin/v1/signing-keys/rotate", post(rotate_signing))
+/// The routes, with their OpenAPI description.
+pub fn router() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(revoke))
+        .routes(routes!(list_signing))
+        .routes(routes!(rotate_signing))
+}
+
+/// `POST /admin/v1/admin-keys` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKeyDto {
+    /// The key's record.
+    pub admin_key: AdminKeyDto,
+    /// The key itself, shown this once and stored only as a hash.
+    pub key: String,
+}
+
+/// `GET /admin/v1/admin-keys` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminKeyList {
+    /// Every key, revoked ones included.
+    pub admin_keys: Vec<AdminKeyDto>,
+}
+
+/// `GET /admin/v1/signing-keys` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SigningKeyList {
+    /// Published keys, the current one first.
+    pub signing_keys: Vec<SigningKeyInfo>,
+}
+
+/// `POST /admin/v1/signing-keys/rotate` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SigningKeyRotated {
+    /// The new signing key's kid.
+    pub kid: String,
+    /// Published keys, the current one first.
+    pub signing_keys: Vec<SigningKeyInfo>,
 }
 
 /// `POST /admin/v1/admin-keys` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     /// What the key is for (1–200 characters).
@@ -40,7 +74,7 @@ pub struct CreateKeyRequest {
 }
 
 /// An admin key as listed (never the key or its hash).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AdminKeyDto {
     /// Key id.
     pub id: String,
@@ -91,6 +125,9 @@ fn audit(principal: &Principal, now: u64, kind: &str, details: serde_json::Value
     }
 }
 
+#[utoipa::path(post, path = "/admin/v1/admin-keys", tag = "keys", request_body = CreateKeyRequest,
+    responses((status = 201, description = "The key, shown this once", body = CreatedKeyDto), (status = 401, description = "No or invalid admin key", body = ErrorBody), (status = 403, description = "Read-only or organisation-limited key", body = ErrorBody),
+        (status = 422, description = "Invalid label or organisation", body = ErrorBody)))]
 async fn create(
     State(state): State<AdminState>,
     principal: Principal,
@@ -130,12 +167,18 @@ async fn create(
     Ok((
         StatusCode::CREATED,
         [(axum::http::header::CACHE_CONTROL, "no-store")],
-        Json(json!({ "admin_key": AdminKeyDto::from(&record), "key": key })),
+        Json(CreatedKeyDto {
+            admin_key: AdminKeyDto::from(&record),
+            key,
+        }),
     )
         .into_response())
 }
 
-async fn list(State(state): State<AdminState>, principal: Principal) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(get, path = "/admin/v1/admin-keys", tag = "keys",
+    responses((status = 200, description = "Every admin key (never the key itself)", body = AdminKeyList), (status = 401, description = "No or invalid admin key", body = ErrorBody),
+        (status = 403, description = "Organisation-limited key", body = ErrorBody)))]
+async fn list(State(state): State<AdminState>, principal: Principal) -> Result<Json<AdminKeyList>, ApiError> {
     if principal.org.is_some() {
         return Err(ApiError::Forbidden(
             "keys are listed only with an admin key that is not limited to an organisation".into(),
@@ -148,9 +191,14 @@ async fn list(State(state): State<AdminState>, principal: Principal) -> Result<J
         .iter()
         .map(AdminKeyDto::from)
         .collect();
-    Ok(Json(json!({ "admin_keys": keys })))
+    Ok(Json(AdminKeyList { admin_keys: keys }))
 }
 
+#[utoipa::path(post, path = "/admin/v1/admin-keys/{id}/revoke", tag = "keys",
+    params(("id" = String, Path, description = "Admin key id (tgk_…)")),
+    responses((status = 200, description = "Revoked: refused from the next request on", body = AdminKeyDto), (status = 401, description = "No or invalid admin key", body = ErrorBody), (status = 403, description = "Read-only or organisation-limited key", body = ErrorBody),
+        (status = 404, description = "No such key", body = ErrorBody),
+        (status = 409, description = "Already revoked, or the key revoking itself", body = ErrorBody)))]
 async fn revoke(
     State(state): State<AdminState>,
     principal: Principal,
@@ -188,14 +236,22 @@ async fn revoke(
     Ok(Json(AdminKeyDto::from(&record)))
 }
 
-async fn list_signing(State(state): State<AdminState>, _principal: Principal) -> Json<serde_json::Value> {
-    Json(json!({ "signing_keys": state.signing.list() }))
+#[utoipa::path(get, path = "/admin/v1/signing-keys", tag = "keys",
+    responses((status = 200, description = "Published token-signing keys", body = SigningKeyList), (status = 401, description = "No or invalid admin key", body = ErrorBody)))]
+async fn list_signing(State(state): State<AdminState>, _principal: Principal) -> Json<SigningKeyList> {
+    Json(SigningKeyList {
+        signing_keys: state.signing.list(),
+    })
 }
 
+#[utoipa::path(post, path = "/admin/v1/signing-keys/rotate", tag = "keys",
+    responses((status = 200, description = "A new signing key; the old one stays published until its tokens expire", body = SigningKeyRotated),
+        (status = 401, description = "No or invalid admin key", body = ErrorBody),
+        (status = 403, description = "Read-only or organisation-limited key", body = ErrorBody)))]
 async fn rotate_signing(
     State(state): State<AdminState>,
     principal: Principal,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SigningKeyRotated>, ApiError> {
     require_key_admin(&principal)?;
     let now = state.engine.now_ms();
     let kid = state.signing.rotate(now).await?;
@@ -203,5 +259,8 @@ async fn rotate_signing(
         .engine
         .audit(audit(&principal, now, "signing_key.rotated", json!({ "kid": kid })))
         .await?;
-    Ok(Json(json!({ "kid": kid, "signing_keys": state.signing.list() })))
+    Ok(Json(SigningKeyRotated {
+        kid,
+        signing_keys: state.signing.list(),
+    }))
 }

@@ -24,11 +24,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::{Json, Router};
 use tollgate_engine::model::{AdminKeyId, AdminKeyRecord};
 use tollgate_engine::storage::audit::AuditEvent;
 use tollgate_engine::{Engine, EngineError, EngineResult};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::{BOOTSTRAP_KEY_ID, MIN_BOOTSTRAP_KEY_CHARS, VerifiedKeys, generate_key};
 
@@ -39,7 +43,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub type KeyFuture<'a, T> = Pin<Box<dyn Future<Output = EngineResult<T>> + Send + 'a>>;
 
 /// A published signing key, as listed to admins.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct SigningKeyInfo {
     /// The JWT `kid`.
     pub kid: String,
@@ -140,12 +144,59 @@ impl AdminState {
     }
 }
 
-/// The admin router: `/admin/v1/...`.
-pub fn app(state: AdminState) -> Router {
-    Router::new()
+/// The OpenAPI document's frame; the paths come from the routers themselves.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tollgate admin API",
+        description = "Integration lifecycle, rotation, quotas, usage, audit and keys. Authenticate with `Authorization: Bearer <admin key>`.",
+    ),
+    modifiers(&AdminKeyAuth),
+    security(("admin_key" = [])),
+    tags(
+        (name = "integrations", description = "Register, inspect, change, rotate, disable and revoke integrations"),
+        (name = "audit", description = "The hash-chained audit log"),
+        (name = "keys", description = "Admin keys and token-signing keys"),
+    )
+)]
+struct ApiDoc;
+
+struct AdminKeyAuth;
+
+impl Modify for AdminKeyAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The admin routes and their OpenAPI 3.1 description, generated from the same
+/// handler annotations (so the document cannot drift from what is mounted).
+pub fn routes() -> (Router<AdminState>, utoipa::openapi::OpenApi) {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    OpenApiRouter::with_openapi(doc)
         .merge(integrations::router())
         .merge(audit::router())
         .merge(keys::router())
+        .split_for_parts()
+}
+
+/// The admin router: `/admin/v1/...` and `/admin/v1/openapi.json`.
+pub fn app(state: AdminState) -> Router {
+    let (router, doc) = routes();
+    let doc = Arc::new(doc);
+    router
+        .route(
+            "/admin/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -80,7 +80,8 @@ fn check_throughput(c: &mut Criterion) {
     });
     let round_trip = RoundTrip(tx);
     group.bench_function("baseline_mpsc_oneshot_round_trip", |b| {
-        b.to_async(&rt).iter_custom(|iters| concurrent(iters, round_trip.clone()))
+        b.to_async(&rt)
+            .iter_custom(|iters| concurrent(iters, round_trip.clone()))
     });
 
     for n in [1usize, 10_000] {

@@ -23,7 +23,11 @@ struct WarmAuth {
 
 impl Operation for WarmAuth {
     async fn run(&self, _: u64) {
-        let outcome = self.engine.authenticate((*self.request).clone()).await.expect("authenticate");
+        let outcome = self
+            .engine
+            .authenticate((*self.request).clone())
+            .await
+            .expect("authenticate");
         assert!(matches!(outcome, AuthOutcome::Granted(_)));
     }
 }
