@@ -8,6 +8,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use crate::admin_cli::{AdminKeysCmd, ApiArgs, AuditCmd, IntegrationsCmd};
 use crate::policy::RoutePolicy;
 use crate::serve::{ServeConfig, start};
 use anyhow::{Context, bail};
@@ -29,6 +30,27 @@ struct Cli {
 enum Command {
     /// Run the gateway and the admin API.
     Serve(ServeArgs),
+    /// Manage integrations through a running server's admin API.
+    Integrations {
+        #[command(subcommand)]
+        command: IntegrationsCmd,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Read and verify the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Manage admin keys.
+    AdminKeys {
+        #[command(subcommand)]
+        command: AdminKeysCmd,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Args, Default, Deserialize)]
@@ -199,5 +221,8 @@ async fn shutdown_signal() {
 pub async fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
+        Command::Integrations { command, api } => crate::admin_cli::integrations(api, command).await,
+        Command::Audit { command, api } => crate::admin_cli::audit(api, command).await,
+        Command::AdminKeys { command, api } => crate::admin_cli::admin_keys(api, command).await,
     }
 }

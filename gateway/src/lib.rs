@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`cli`]: the `tollgate` command line (the binary is one line calling it).
+//! - [`admin_cli`]: its admin sub-commands, a client of the admin REST API.
 //! - [`oauth`]: token, introspection, revocation, JWKS, server metadata.
 //! - [`check`]: the check endpoint and the reverse proxy (with the demo upstream).
 //! - [`jwt`]: RFC 9068 access tokens and the verified-token cache.
@@ -16,6 +17,7 @@
 //! - [`error`]: RFC 6749 / RFC 6750 / RFC 9457 responses and the quota headers.
 //! - [`serve`]: start both listeners, graceful shutdown.
 
+pub mod admin_cli;
 pub mod check;
 pub mod cli;
 pub mod error;

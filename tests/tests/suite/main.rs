@@ -1,6 +1,7 @@
 //! Tollgate's end-to-end test suite: one binary, a module per area.
 
 mod admin;
+mod cli;
 mod crash;
 mod engine;
 mod gateway;
