@@ -711,7 +711,7 @@ async fn failed_authentication_is_throttled_but_a_known_secret_still_works() {
 }
 
 #[tokio::test]
-async fn the_binary_prints_its_listeners_and_stops_cleanly_on_sigterm() {
+async fn the_binary_prints_its_listeners_logs_no_secrets_and_stops_cleanly_on_sigterm() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate-under-test"))
@@ -725,10 +725,17 @@ async fn the_binary_prints_its_listeners_and_stops_cleanly_on_sigterm() {
         ])
         .arg(dir.path())
         .env_remove("TOLLGATE_ADMIN_KEY")
+        .env("RUST_LOG", "debug")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+        text
+    });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let gateway = lines.next().unwrap().unwrap();
     let admin = lines.next().unwrap().unwrap();
@@ -744,13 +751,47 @@ async fn the_binary_prints_its_listeners_and_stops_cleanly_on_sigterm() {
         "a bootstrap admin key is generated and printed once: {banner:?}"
     );
     let admin_url = admin.trim_start_matches("admin listening on ");
-    let listed = reqwest::Client::new()
-        .get(format!("{admin_url}/admin/v1/integrations"))
+    let gateway_url = gateway.trim_start_matches("gateway listening on ");
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{admin_url}/admin/v1/integrations"))
         .bearer_auth(&key)
+        .json(&json!({"org_id": "acme", "name": "logs", "daily_quota": 10}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = created["integration"]["client_id"].as_str().unwrap().to_owned();
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    let token: Value = http
+        .post(format!("{gateway_url}/oauth/token"))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    let called = http
+        .get(format!("{gateway_url}/v1/x"))
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap();
-    assert_eq!(listed.status(), 200);
+    assert_eq!(called.status(), 200);
+    let wrong = http
+        .post(format!("{gateway_url}/oauth/token"))
+        .basic_auth(&client_id, Some("tgs_guess"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+
     let status = std::process::Command::new("kill")
         .arg(child.id().to_string())
         .status()
@@ -758,4 +799,120 @@ async fn the_binary_prints_its_listeners_and_stops_cleanly_on_sigterm() {
     assert!(status.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "SIGTERM is a clean stop: {exit:?}");
+    let logs = logs.join().unwrap();
+    assert!(logs.contains("stopped cleanly"), "{logs}");
+    for (what, value) in [("secret", &secret), ("token", &token), ("admin key", &key)] {
+        assert!(!logs.contains(value.as_str()), "the {what} appears in the debug log");
+    }
+    // Nor does the data dir hold them in clear.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            for value in [&secret, &token, &key] {
+                assert!(
+                    !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
+                    "{} holds a credential in clear",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_admin_listener_serves_metrics_health_and_readiness() {
+    let app = TestApp::spawn().await;
+    let reg = app.register("acme", 10).await;
+    let token = app.token(&reg.client_id, &reg.secret).await;
+    app.get("/v1/x", &token).await;
+    let health = app.http.get(format!("{}/healthz", app.admin)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = app.http.get(format!("{}/readyz", app.admin)).send().await.unwrap();
+    assert_eq!(ready.text().await.unwrap(), "ready");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("tollgate_tokens_issued_total"), "{metrics}");
+    assert!(metrics.contains("tollgate_checks_total"));
+    assert!(
+        !metrics.contains(&reg.secret) && !metrics.contains(&token),
+        "no secret or token in metrics"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_token_rate_limit_answers_429_with_retry_after() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .admin_request(
+            Method::POST,
+            "/admin/v1/integrations",
+            Some(json!({"org_id": "acme", "name": "slow", "daily_quota": 10, "token_requests_per_minute": 2})),
+        )
+        .await;
+    let created = json(response).await;
+    let client = created["integration"]["client_id"].as_str().unwrap();
+    let secret = created["client_secret"].as_str().unwrap();
+    assert_eq!(app.token_response(client, secret, None).await.status(), 200);
+    assert_eq!(app.token_response(client, secret, None).await.status(), 200);
+    let limited = app.token_response(client, secret, None).await;
+    assert_eq!(limited.status(), 429);
+    assert_eq!(header(&limited, "retry-after"), "30");
+    assert!(
+        json(limited).await["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("too many token requests")
+    );
+    app.clock.advance(Duration::from_secs(30));
+    assert_eq!(app.token_response(client, secret, None).await.status(), 200);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+    let forwarded_ip = |app: &TestApp| {
+        let entries = app
+            .engine
+            .audit_query(
+                &AuditFilter {
+                    kind: Some("token.issued".into()),
+                    ..AuditFilter::default()
+                },
+                None,
+                1,
+            )
+            .unwrap();
+        entries[0].event.source_ip.clone().unwrap()
+    };
+    for trusted in [false, true] {
+        let app = TestApp::spawn_with(|c| {
+            if trusted {
+                c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+            }
+        })
+        .await;
+        let reg = app.register("acme", 10).await;
+        let response = app
+            .http
+            .post(format!("{}/oauth/token", app.gateway))
+            .basic_auth(&reg.client_id, Some(&reg.secret))
+            .header("x-forwarded-for", "203.0.113.9, 127.0.0.1")
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let expected = if trusted { "203.0.113.9" } else { "127.0.0.1" };
+        assert_eq!(forwarded_ip(&app), expected, "trusted proxy: {trusted}");
+        app.shutdown().await;
+    }
 }
