@@ -253,7 +253,10 @@ async fn list(
     let mut next_cursor = None;
     // Filtering by status may skip records: keep reading pages until one is full.
     'pages: loop {
-        let page = state.engine.list_integrations(org.as_ref(), cursor.as_ref(), limit)?;
+        let page = state
+            .engine
+            .list_integrations(org.as_ref(), cursor.as_ref(), limit)
+            .await?;
         let is_last_page = page.len() < limit;
         for view in page {
             cursor = Some(view.id.clone());

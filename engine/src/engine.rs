@@ -731,9 +731,10 @@ impl Engine {
         self.route_admin(id, |reply| ClientMsg::View { reply }).await
     }
 
-    /// Integrations in id order (without live usage: `used_today` is the persisted
-    /// value, which may run up to one reservation block ahead).
-    pub fn list_integrations(
+    /// Integrations in id order. `used_today` is live for resident integrations
+    /// (asked of their actor) and exact for the others (eviction and shutdown persist
+    /// the exact count; only after a crash can a stored count be up to one block ahead).
+    pub async fn list_integrations(
         &self,
         org: Option<&OrgId>,
         after: Option<&IntegrationId>,
@@ -742,16 +743,18 @@ impl Engine {
         let now = self.now_ms();
         let today = day_of(now);
         let storage = self.storage();
-        storage
-            .list_integrations(org, after, limit)?
-            .iter()
-            .map(|rec| {
-                let used = storage.day_usage(&rec.id, today)?.map_or(0, |u| u.reserved);
-                Ok(IntegrationView::build(rec, now, used, &|slot| {
-                    storage.slot_use(slot).ok().flatten()
-                }))
-            })
-            .collect()
+        let mut views = Vec::new();
+        for rec in storage.list_integrations(org, after, limit)? {
+            if self.shard_of(&rec.client_id).directory.get(&rec.client_id).is_some() {
+                views.push(self.integration(&rec.id).await?);
+                continue;
+            }
+            let used = storage.day_usage(&rec.id, today)?.map_or(0, |u| u.reserved);
+            views.push(IntegrationView::build(&rec, now, used, &|slot| {
+                storage.slot_use(slot).ok().flatten()
+            }));
+        }
+        Ok(views)
     }
 
     /// Changes name, scopes, quota or token settings. Today's count is kept.

@@ -162,10 +162,13 @@ impl ShardState {
     /// Drops a dead actor from the directory if it is still the one listed.
     fn forget(&mut self, actor: ActorId) -> Option<ClientId> {
         let client = self.by_actor.remove(&actor)?;
-        let mut directory = self.directory.write();
-        if directory.get(&client).is_some_and(|r| r.actor.get_id() == actor) {
-            directory.remove(&client);
+        {
+            let mut directory = self.directory.write();
+            if directory.get(&client).is_some_and(|r| r.actor.get_id() == actor) {
+                directory.remove(&client);
+            }
         }
+        self.report_resident();
         Some(client)
     }
 
@@ -208,7 +211,7 @@ impl ShardState {
                 last_active_ms,
             },
         );
-        metrics::gauge!("tollgate_resident_integrations", "shard" => self.index.to_string()).increment(1.0);
+        self.report_resident();
         Ok(Some(actor))
     }
 
@@ -272,7 +275,12 @@ impl ShardState {
                 }
                 Err(e) => tracing::warn!(shard = self.index, error = %e, "a retire task failed"),
             }
-            metrics::gauge!("tollgate_resident_integrations", "shard" => self.index.to_string()).decrement(1.0);
         }
+        self.report_resident();
+    }
+
+    fn report_resident(&self) {
+        metrics::gauge!("tollgate_resident_integrations", "shard" => self.index.to_string())
+            .set(self.directory.len() as f64);
     }
 }

@@ -210,7 +210,7 @@ pub async fn proxy(State(state): State<GatewayState>, ip: ClientIp, request: Req
     };
     let mut response = match &state.upstream {
         None => demo_upstream(&parts.method, &path, &authorized.token),
-        Some(upstream) => forward(upstream, &state, parts, body, &authorized, &ip).await,
+        Some(upstream) => forward(upstream, parts, body, &authorized, &ip).await,
     };
     quota_headers(response.headers_mut(), &authorized.status, authorized.now_ms);
     response
@@ -248,7 +248,6 @@ impl Upstream {
 
 async fn forward(
     upstream: &Upstream,
-    state: &GatewayState,
     mut parts: axum::http::request::Parts,
     body: Body,
     authorized: &Authorized,
@@ -295,7 +294,6 @@ async fn forward(
         }
         Err(e) => {
             tracing::warn!(error = %e, "the upstream did not answer");
-            let _ = state;
             (
                 StatusCode::BAD_GATEWAY,
                 Json(json!({ "error": "bad_gateway", "error_description": "the upstream service did not answer" })),

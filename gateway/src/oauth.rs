@@ -17,7 +17,6 @@ use tollgate_engine::storage::audit::AuditEvent;
 use tollgate_engine::{AuthOutcome, AuthRefusal, AuthRequest, EngineError, Grant, RequestContext, TokenContext};
 
 use crate::error::{OAuthError, no_store};
-use crate::jwt::join_scopes;
 use crate::throttle::ThrottleKey;
 use crate::{ClientIp, GatewayState};
 
@@ -496,11 +495,6 @@ async fn metadata(State(state): State<GatewayState>) -> Response {
         "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
     }))
     .into_response()
-}
-
-/// Space-separated scopes of a grant (used in logs and tests).
-pub fn grant_scope(grant: &Grant) -> String {
-    join_scopes(&grant.scopes)
 }
 
 #[cfg(test)]

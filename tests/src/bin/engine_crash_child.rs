@@ -24,7 +24,8 @@ async fn main() -> anyhow::Result<()> {
     let storage = Storage::open(&dir).context("failed to open the data dir")?;
     let engine = Engine::start(storage, Arc::new(SystemClock), EngineConfig::default()).await?;
     let mut clients: Vec<_> = engine
-        .list_integrations(None, None, 1_000)?
+        .list_integrations(None, None, 1_000)
+        .await?
         .into_iter()
         .map(|v| v.client_id)
         .collect();
