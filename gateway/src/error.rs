@@ -180,29 +180,33 @@ pub fn seconds_to_reset(status: &QuotaStatus, now_ms: u64) -> u64 {
     status.resets_at_ms.saturating_sub(now_ms).div_ceil(1000)
 }
 
-/// The quota headers of DESIGN §7, on every checked response.
+/// The quota headers of DESIGN §7, on every checked response. Numbers become header
+/// values directly and formatted ones are moved in, not copied: this runs per request.
 pub fn quota_headers(headers: &mut HeaderMap, status: &QuotaStatus, now_ms: u64) {
     let reset_in = seconds_to_reset(status, now_ms);
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name, v);
-        }
-    };
-    put("ratelimit-policy", format!("\"daily\";q={};w=86400", status.limit));
-    put("ratelimit", format!("\"daily\";r={};t={reset_in}", status.remaining));
-    put("x-ratelimit-limit", status.limit.to_string());
-    put("x-ratelimit-remaining", status.remaining.to_string());
-    put("x-ratelimit-used", status.used.to_string());
-    put("x-ratelimit-reset", status.resets_at_ms.div_ceil(1000).to_string());
+    let text = |s: String| HeaderValue::try_from(s).ok();
+    if let Some(v) = text(format!("\"daily\";q={};w=86400", status.limit)) {
+        headers.insert("ratelimit-policy", v);
+    }
+    if let Some(v) = text(format!("\"daily\";r={};t={reset_in}", status.remaining)) {
+        headers.insert("ratelimit", v);
+    }
+    headers.insert("x-ratelimit-limit", HeaderValue::from(status.limit));
+    headers.insert("x-ratelimit-remaining", HeaderValue::from(status.remaining));
+    headers.insert("x-ratelimit-used", HeaderValue::from(status.used));
+    headers.insert(
+        "x-ratelimit-reset",
+        HeaderValue::from(status.resets_at_ms.div_ceil(1000)),
+    );
     if let Some(threshold) = status.warning_threshold {
-        put("x-ratelimit-nearlimit", "true".into());
-        put(
-            "tollgate-quota-warning",
-            format!(
-                "{threshold}% of the daily quota used ({} of {}); it resets in {reset_in} s",
-                status.used, status.limit
-            ),
+        headers.insert("x-ratelimit-nearlimit", HeaderValue::from_static("true"));
+        let warning = format!(
+            "{threshold}% of the daily quota used ({} of {}); it resets in {reset_in} s",
+            status.used, status.limit
         );
+        if let Some(v) = text(warning) {
+            headers.insert("tollgate-quota-warning", v);
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 
+use axum::http::HeaderValue;
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tollgate_engine::Grant;
@@ -51,6 +52,20 @@ pub struct VerifiedToken {
     pub client_id: ClientId,
     /// Scopes, split.
     pub scopes: Vec<String>,
+    /// The identity headers, built once per token (the token is cached, so every
+    /// later request reuses them without allocating).
+    pub identity: IdentityHeaders,
+}
+
+/// `X-Tollgate-Client-Id`, `-Org`, `-Scopes` values of a token.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    /// Client id.
+    pub client_id: HeaderValue,
+    /// Organisation.
+    pub org: HeaderValue,
+    /// Space-separated scopes.
+    pub scopes: HeaderValue,
 }
 
 /// Why a bearer token is not acceptable (said in `error_description`).
@@ -204,10 +219,17 @@ impl TokenService {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect();
+        let header = |v: &str| HeaderValue::try_from(v.to_owned()).map_err(|_| TokenError::Malformed);
+        let identity = IdentityHeaders {
+            client_id: header(&claims.client_id)?,
+            org: header(&claims.org)?,
+            scopes: header(&claims.scope)?,
+        };
         Ok(VerifiedToken {
             claims,
             client_id,
             scopes,
+            identity,
         })
     }
 }

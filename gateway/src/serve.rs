@@ -29,7 +29,7 @@ use crate::jwt::TokenService;
 use crate::keys::Keys;
 use crate::policy::RoutePolicy;
 use crate::throttle::{Throttle, ThrottleConfig};
-use crate::{GatewayState, app};
+use crate::{GatewayShared, GatewayState, app};
 
 /// Everything a server needs; [`ServeConfig::new`] gives the documented defaults.
 #[derive(Clone)]
@@ -168,7 +168,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         config.token_cache_capacity,
     );
     let throttle = Arc::new(Throttle::new(config.throttle.clone()));
-    let gateway_state = GatewayState {
+    let gateway_state = GatewayState::new(GatewayShared {
         engine: engine.clone(),
         tokens,
         policy: Arc::new(config.policy.clone()),
@@ -176,7 +176,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         upstream: config.upstream.clone().map(Upstream::new),
         trusted_proxies: config.trusted_proxies.clone().into(),
         in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
-    };
+    });
     let admin = tollgate_admin::AdminState::start(engine.clone(), Arc::new(keys), config.bootstrap_admin_key.clone())
         .await
         .context("failed to start the admin API")?;

@@ -1,0 +1,218 @@
+//! Sends load: closed loop (fixed connections, each sending as fast as answers come)
+//! or open loop (fixed arrival rate). Open-loop latency is measured from the
+//! *intended* send time, so when the server falls behind the queueing shows up in
+//! the percentiles instead of being hidden (coordinated omission).
+//!
+//! Each worker owns one keep-alive HTTP/1.1 connection; every run is bounded by a
+//! duration and, optionally, a request count.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::body::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+/// Builds request number `i`.
+pub type MakeRequest = Arc<dyn Fn(u64) -> Request<Full<Bytes>> + Send + Sync>;
+
+/// How to load.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// Where to send (loopback only).
+    pub addr: SocketAddr,
+    /// Connections (closed loop) or the most requests in flight (open loop).
+    pub connections: usize,
+    /// Stop after this long.
+    pub duration: Duration,
+    /// Stop after this many requests, if set.
+    pub max_requests: Option<u64>,
+    /// Requests per second (open loop); `None` is closed loop.
+    pub rate: Option<f64>,
+    /// Print a progress line every second (to stderr).
+    pub progress: bool,
+    /// Label for the progress line.
+    pub label: String,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Requests answered.
+    pub requests: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Answers by HTTP status.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Transport failures (connect, reset).
+    pub transport_errors: u64,
+    /// Latency in microseconds.
+    pub latency_us: Histogram<u64>,
+}
+
+impl Outcome {
+    /// Answers per second.
+    pub fn throughput(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// How many answers had `status`.
+    pub fn count(&self, status: u16) -> u64 {
+        self.statuses.get(&status).copied().unwrap_or(0)
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 60 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+struct Shared {
+    next: AtomicU64,
+    done: AtomicU64,
+    errors: AtomicU64,
+    stop: AtomicBool,
+}
+
+async fn connect(addr: SocketAddr) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// Runs the load and returns what it measured.
+pub async fn run(spec: LoadSpec, make: MakeRequest) -> anyhow::Result<Outcome> {
+    let shared = Arc::new(Shared {
+        next: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let start = Instant::now();
+    let deadline = start + spec.duration;
+    let progress = spec.progress.then(|| {
+        let shared = shared.clone();
+        let label = spec.label.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            let mut last = 0;
+            loop {
+                tick.tick().await;
+                let done = shared.done.load(Ordering::Relaxed);
+                eprintln!(
+                    "  [{label} {:>3.0}s] {:>9} req/s, {} answered, {} transport errors",
+                    start.elapsed().as_secs_f64(),
+                    done - last,
+                    done,
+                    shared.errors.load(Ordering::Relaxed)
+                );
+                last = done;
+                if shared.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+            }
+        })
+    });
+    let mut workers = Vec::with_capacity(spec.connections);
+    for _ in 0..spec.connections.max(1) {
+        let shared = shared.clone();
+        let make = make.clone();
+        let spec = spec.clone();
+        workers.push(tokio::spawn(async move {
+            let mut hist = histogram();
+            let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+            let mut sender = None;
+            loop {
+                let i = shared.next.fetch_add(1, Ordering::Relaxed);
+                if spec.max_requests.is_some_and(|max| i >= max) {
+                    break;
+                }
+                // Open loop: request i is due at start + i / rate.
+                let intended = match spec.rate {
+                    Some(rate) => {
+                        let due = start + Duration::from_secs_f64(i as f64 / rate);
+                        if due >= deadline {
+                            break;
+                        }
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            break;
+                        }
+                        now
+                    }
+                };
+                if sender.is_none() {
+                    match connect(spec.addr).await {
+                        Ok(s) => sender = Some(s),
+                        Err(_) => {
+                            shared.errors.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    }
+                }
+                let Some(conn) = sender.as_mut() else { continue };
+                let result = async {
+                    conn.ready().await?;
+                    let response = conn.send_request(make(i)).await?;
+                    let status = response.status().as_u16();
+                    response.into_body().collect().await?;
+                    Ok::<u16, hyper::Error>(status)
+                }
+                .await;
+                match result {
+                    Ok(status) => {
+                        let micros = intended.elapsed().as_micros().max(1) as u64;
+                        let _ = hist.record(micros.min(60_000_000));
+                        *statuses.entry(status).or_default() += 1;
+                        shared.done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        shared.errors.fetch_add(1, Ordering::Relaxed);
+                        sender = None;
+                    }
+                }
+            }
+            (hist, statuses)
+        }));
+    }
+    let mut latency_us = histogram();
+    let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+    for worker in workers {
+        let (hist, counts) = worker.await?;
+        latency_us.add(&hist).ok();
+        for (status, n) in counts {
+            *statuses.entry(status).or_default() += n;
+        }
+    }
+    let elapsed = start.elapsed();
+    shared.stop.store(true, Ordering::Relaxed);
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+    Ok(Outcome {
+        requests: statuses.values().sum(),
+        elapsed,
+        statuses,
+        transport_errors: shared.errors.load(Ordering::Relaxed),
+        latency_us,
+    })
+}

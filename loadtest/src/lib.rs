@@ -1,0 +1,544 @@
+//! `tollgate-loadtest`: drives a Tollgate server with realistic traffic and measures
+//! it next to a baseline taken in the same invocation.
+//!
+//! It starts its own server (fresh temporary data dir, loopback port 0, in a runtime
+//! of its own) or targets one given by URL and admin key; registers integrations
+//! through the admin API; obtains tokens; then runs a scenario closed- or open-loop.
+//! Everything is bounded in time and count and goes to loopback only.
+//!
+//! # Layout
+//! - [`driver`]: the load loops, latency histograms, progress line.
+//! - this file: arguments, targets, set-up, scenarios, the report.
+
+pub mod driver;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::body::Bytes;
+use base64::Engine as _;
+use clap::{Parser, ValueEnum};
+use http_body_util::Full;
+use hyper::Request;
+use hyper::header::HeaderValue;
+use serde_json::{Value, json};
+
+use crate::driver::{LoadSpec, MakeRequest, Outcome};
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// A bare axum handler served by the load tester itself: the HTTP ceiling here.
+    Baseline,
+    /// `/v1/check` with valid tokens spread over the integrations.
+    Check,
+    /// Requests proxied through the gateway to an upstream (the upstream called
+    /// directly is this scenario's baseline).
+    Proxy,
+    /// Repeat token requests with already-verified secrets.
+    TokenWarm,
+    /// Every token request with a secret never verified before (Argon2 each time).
+    TokenCold,
+    /// All traffic on one integration.
+    HotKey,
+    /// Drive integrations past their quotas; admitted must equal the sum of quotas.
+    QuotaExhaust,
+    /// 80 % checks, 15 % proxied requests, 5 % warm token requests.
+    Mixed,
+}
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tollgate-loadtest",
+    about = "Load scenarios for Tollgate, measured next to a baseline"
+)]
+pub struct Args {
+    /// The scenario.
+    #[arg(long, value_enum, default_value = "check")]
+    pub scenario: Scenario,
+    /// Also run the baseline in this invocation and print ratios.
+    #[arg(long, value_enum)]
+    pub compare: Option<CompareWith>,
+    /// Integrations to register.
+    #[arg(long, default_value_t = 1000)]
+    pub integrations: usize,
+    /// Connections (closed loop) or most requests in flight (open loop).
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Seconds per measured run.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Most requests per run.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Open loop at this many requests per second (default: closed loop).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Daily quota of each integration in `quota-exhaust`.
+    #[arg(long, default_value_t = 200)]
+    pub quota: u64,
+    /// Target a running gateway instead of starting a server (needs --admin-url).
+    #[arg(long, requires = "admin_url")]
+    pub url: Option<String>,
+    /// The target's admin API (key in TOLLGATE_ADMIN_KEY).
+    #[arg(long, requires = "url")]
+    pub admin_url: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// What `--compare` runs next to the scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompareWith {
+    /// The scenario's own baseline (bare handler; for `proxy`, the upstream directly).
+    Baseline,
+}
+
+const ADMIN_KEY: &str = "loadtest-admin-key-0123456789";
+
+/// The server under test and the loopback helpers next to it.
+pub struct Target {
+    /// Gateway address.
+    pub gateway: SocketAddr,
+    /// Admin base URL.
+    pub admin_url: String,
+    /// Admin key.
+    pub admin_key: String,
+    /// The bare baseline handler (in the server's runtime).
+    pub baseline: SocketAddr,
+    /// The proxy upstream (in the server's runtime).
+    pub upstream: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn bare_server(router: axum::Router) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(addr)
+}
+
+/// Starts a server, a baseline and an upstream in a 2-worker runtime of their own.
+pub fn start_own_server() -> anyhow::Result<Target> {
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().to_path_buf();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new().name("server".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("server-worker")
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = ready_tx.send(Err(anyhow::anyhow!(e)));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let setup = async {
+                let baseline = bare_server(axum::Router::new().fallback(|| async { "ok" })).await?;
+                let upstream =
+                    bare_server(axum::Router::new().fallback(|| async { "hello from the upstream" })).await?;
+                let mut config = tollgate_gateway::serve::ServeConfig::new(data_dir);
+                config.gateway_addr = "127.0.0.1:0".parse()?;
+                config.admin_addr = "127.0.0.1:0".parse()?;
+                config.bootstrap_admin_key = Some(ADMIN_KEY.into());
+                config.upstream = Some(format!("http://{upstream}").parse()?);
+                let running = tollgate_gateway::serve::start(config).await?;
+                Ok::<_, anyhow::Error>((running, baseline, upstream))
+            };
+            match setup.await {
+                Ok((running, baseline, upstream)) => {
+                    let _ = ready_tx.send(Ok((running.gateway_addr, running.admin_addr, baseline, upstream)));
+                    let _ = stop_rx.await;
+                    let _ = running.shutdown().await;
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        });
+    })?;
+    let (gateway, admin, baseline, upstream) = ready_rx.recv().context("the server thread died")??;
+    Ok(Target {
+        gateway,
+        admin_url: format!("http://{admin}"),
+        admin_key: ADMIN_KEY.into(),
+        baseline,
+        upstream,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+        _dir: Some(dir),
+    })
+}
+
+fn loopback_addr(url: &str) -> anyhow::Result<SocketAddr> {
+    let uri: hyper::Uri = url.parse().with_context(|| format!("`{url}` is not a URL"))?;
+    let authority = uri.authority().context("the URL needs a host and port")?.as_str();
+    let addr: SocketAddr = authority
+        .parse()
+        .with_context(|| format!("`{authority}` must be an IP:port on this machine"))?;
+    if !addr.ip().is_loopback() {
+        bail!("load is sent only to loopback addresses; {addr} is not one");
+    }
+    Ok(addr)
+}
+
+/// One registered integration with its credentials and a token; header values are
+/// built once so that the load generator spends its time sending, not formatting.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// Client id.
+    pub client_id: String,
+    /// Secret.
+    pub secret: String,
+    /// `Authorization: Basic …`.
+    pub basic: HeaderValue,
+    /// A valid access token.
+    pub token: String,
+    /// `Authorization: Bearer <token>`.
+    pub bearer: HeaderValue,
+}
+
+/// Registers `n` integrations (concurrently) and, unless `tokens` is false, gets a
+/// token for each (which also verifies each secret once).
+pub async fn register(
+    target: &Target,
+    n: usize,
+    quota: u64,
+    tokens: bool,
+    quiet: bool,
+) -> anyhow::Result<Vec<Credential>> {
+    let http = reqwest::Client::new();
+    let gateway = format!("http://{}", target.gateway);
+    let started = Instant::now();
+    let mut out = Vec::with_capacity(n);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut next = 0usize;
+    let parallel = 16;
+    while out.len() < n {
+        while next < n && tasks.len() < parallel {
+            let http = http.clone();
+            let admin = target.admin_url.clone();
+            let key = target.admin_key.clone();
+            let gateway = gateway.clone();
+            let i = next;
+            tasks.spawn(async move {
+                let body = json!({
+                    "org_id": format!("load{}", i % 10), "name": format!("load {i}"),
+                    "scopes": ["items:read"], "daily_quota": quota, "token_requests_per_minute": 10_000_000
+                });
+                let created: Value = http
+                    .post(format!("{admin}/admin/v1/integrations"))
+                    .bearer_auth(&key)
+                    .json(&body)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                let client_id = created["integration"]["client_id"]
+                    .as_str()
+                    .context("no client id")?
+                    .to_owned();
+                let secret = created["client_secret"].as_str().context("no secret")?.to_owned();
+                let basic = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}"))
+                );
+                let token = if tokens {
+                    let answer: Value = http
+                        .post(format!("{gateway}/oauth/token"))
+                        .header("authorization", &basic)
+                        .form(&[("grant_type", "client_credentials")])
+                        .send()
+                        .await?
+                        .error_for_status()?
+                        .json()
+                        .await?;
+                    answer["access_token"].as_str().context("no token")?.to_owned()
+                } else {
+                    String::new()
+                };
+                let bearer = HeaderValue::try_from(format!("Bearer {token}"))?;
+                Ok::<_, anyhow::Error>(Credential {
+                    client_id,
+                    secret,
+                    basic: HeaderValue::try_from(basic)?,
+                    token,
+                    bearer,
+                })
+            });
+            next += 1;
+        }
+        if let Some(done) = tasks.join_next().await {
+            out.push(done??);
+            if !quiet && out.len() % 250 == 0 {
+                eprintln!("  set-up: {}/{n} integrations ({:.0?})", out.len(), started.elapsed());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn get(host: &HeaderValue, path: &'static str, bearer: Option<&HeaderValue>) -> Request<Full<Bytes>> {
+    let mut builder = Request::get(path).header("host", host.clone());
+    if let Some(bearer) = bearer {
+        builder = builder.header("authorization", bearer.clone());
+    }
+    builder.body(Full::new(Bytes::new())).unwrap_or_default()
+}
+
+fn token_request(host: &HeaderValue, basic: &HeaderValue) -> Request<Full<Bytes>> {
+    Request::post("/oauth/token")
+        .header("host", host.clone())
+        .header("authorization", basic.clone())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from_static(b"grant_type=client_credentials")))
+        .unwrap_or_default()
+}
+
+fn host_header(addr: SocketAddr) -> HeaderValue {
+    HeaderValue::try_from(addr.to_string()).unwrap_or_else(|_| HeaderValue::from_static("localhost"))
+}
+
+/// One measured run, ready for the report.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// What ran.
+    pub name: String,
+    /// What it measured.
+    pub outcome: Outcome,
+}
+
+fn spec(args: &Args, addr: SocketAddr, label: &str) -> LoadSpec {
+    LoadSpec {
+        addr,
+        connections: args.connections,
+        duration: Duration::from_secs(args.duration),
+        max_requests: args.requests,
+        rate: args.rate,
+        progress: !args.quiet,
+        label: label.into(),
+    }
+}
+
+/// Runs the chosen scenario (and its baseline with `--compare baseline`).
+pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
+    let target = match (&args.url, &args.admin_url) {
+        (Some(url), Some(admin)) => {
+            let gateway = loopback_addr(url)?;
+            loopback_addr(admin)?;
+            let key = std::env::var("TOLLGATE_ADMIN_KEY").context("set TOLLGATE_ADMIN_KEY for --admin-url")?;
+            if matches!(args.scenario, Scenario::Baseline | Scenario::Proxy) || args.compare.is_some() {
+                bail!(
+                    "baselines need the load tester's own server: run without --url for baseline, proxy or --compare"
+                );
+            }
+            Target {
+                gateway,
+                admin_url: admin.trim_end_matches('/').to_owned(),
+                admin_key: key,
+                baseline: gateway,
+                upstream: gateway,
+                stop: None,
+                thread: None,
+                _dir: None,
+            }
+        }
+        _ => start_own_server()?,
+    };
+    let mut results = Vec::new();
+    let gw = target.gateway;
+    if args.compare == Some(CompareWith::Baseline) || args.scenario == Scenario::Baseline {
+        let (name, addr, path) = if args.scenario == Scenario::Proxy {
+            ("upstream-direct", target.upstream, "/v1/items")
+        } else {
+            ("baseline", target.baseline, "/")
+        };
+        let host = host_header(addr);
+        let make: MakeRequest = Arc::new(move |_| get(&host, path, None));
+        results.push(Measured {
+            name: name.into(),
+            outcome: driver::run(spec(&args, addr, name), make).await?,
+        });
+        if args.scenario == Scenario::Baseline {
+            return Ok(results);
+        }
+    }
+    let needs_tokens = !matches!(args.scenario, Scenario::TokenCold);
+    let count = match args.scenario {
+        Scenario::HotKey => 1,
+        Scenario::TokenCold => {
+            // Enough fresh secrets for the whole run at the Argon2 ceiling, and a few more.
+            args.requests.unwrap_or(args.duration * 120).max(1) as usize
+        }
+        _ => args.integrations.max(1),
+    };
+    let quota = match args.scenario {
+        Scenario::QuotaExhaust => args.quota,
+        _ => 1_000_000_000,
+    };
+    if !args.quiet {
+        eprintln!(
+            "  set-up: registering {count} integrations{}",
+            if needs_tokens { " and getting tokens" } else { "" }
+        );
+    }
+    let creds = Arc::new(register(&target, count, quota, needs_tokens, args.quiet).await?);
+    let name = format!("{:?}", args.scenario).to_lowercase();
+    let mut load = spec(&args, gw, &name);
+    let host = host_header(gw);
+    let make: MakeRequest = match args.scenario {
+        Scenario::Check | Scenario::HotKey => {
+            let creds = creds.clone();
+            Arc::new(move |i| {
+                get(
+                    &host,
+                    "/v1/check/v1/items",
+                    Some(&creds[i as usize % creds.len()].bearer),
+                )
+            })
+        }
+        Scenario::Proxy => {
+            let creds = creds.clone();
+            Arc::new(move |i| get(&host, "/v1/items", Some(&creds[i as usize % creds.len()].bearer)))
+        }
+        Scenario::TokenWarm => {
+            let creds = creds.clone();
+            Arc::new(move |i| token_request(&host, &creds[i as usize % creds.len()].basic))
+        }
+        Scenario::TokenCold => {
+            // Each secret is used once: the request count is bounded by them.
+            load.max_requests = Some(creds.len() as u64);
+            let creds = creds.clone();
+            Arc::new(move |i| token_request(&host, &creds[i as usize % creds.len()].basic))
+        }
+        Scenario::QuotaExhaust => {
+            // Twice the total quota, spread round-robin.
+            let total = 2 * quota * creds.len() as u64;
+            load.max_requests = Some(total);
+            load.duration = load.duration.max(Duration::from_secs(600));
+            let creds = creds.clone();
+            Arc::new(move |i| {
+                get(
+                    &host,
+                    "/v1/check/v1/items",
+                    Some(&creds[i as usize % creds.len()].bearer),
+                )
+            })
+        }
+        Scenario::Mixed => {
+            let creds = creds.clone();
+            Arc::new(move |i| {
+                let c = &creds[i as usize % creds.len()];
+                match i % 20 {
+                    0 => token_request(&host, &c.basic),
+                    1..=3 => get(&host, "/v1/items", Some(&c.bearer)),
+                    _ => get(&host, "/v1/check/v1/items", Some(&c.bearer)),
+                }
+            })
+        }
+        Scenario::Baseline => unreachable!("handled above"),
+    };
+    let outcome = driver::run(load, make).await?;
+    if args.scenario == Scenario::QuotaExhaust {
+        let expected = quota * creds.len() as u64;
+        let admitted = outcome.count(200);
+        if admitted != expected {
+            bail!("quota-exhaust: admitted {admitted} requests but the quotas add up to {expected}");
+        }
+        if !args.quiet {
+            eprintln!("  quota-exhaust: admitted {admitted} == sum of quotas {expected}, exactly");
+        }
+    }
+    results.push(Measured { name, outcome });
+    drop(target);
+    Ok(results)
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// The report as JSON.
+pub fn report_json(results: &[Measured]) -> Value {
+    let base = results.first().map(|m| m.outcome.throughput());
+    json!({
+        "runs": results.iter().map(|m| {
+            let o = &m.outcome;
+            let h = &o.latency_us;
+            json!({
+                "scenario": m.name,
+                "requests": o.requests,
+                "seconds": o.elapsed.as_secs_f64(),
+                "throughput_per_s": o.throughput(),
+                "ratio_to_first": base.map(|b| o.throughput() / b),
+                "latency_ms": {
+                    "p50": ms(h.value_at_quantile(0.50)), "p90": ms(h.value_at_quantile(0.90)),
+                    "p99": ms(h.value_at_quantile(0.99)), "p99_9": ms(h.value_at_quantile(0.999)),
+                    "max": ms(h.max()),
+                },
+                "statuses": o.statuses,
+                "transport_errors": o.transport_errors,
+            })
+        }).collect::<Vec<_>>()
+    })
+}
+
+/// The report as a table.
+pub fn report_table(results: &[Measured]) -> String {
+    let base = results.first().map(|m| m.outcome.throughput()).unwrap_or(1.0);
+    let mut out = format!(
+        "{:<16} {:>9} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8}  {}\n",
+        "scenario", "requests", "req/s", "ratio", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "statuses"
+    );
+    for m in results {
+        let o = &m.outcome;
+        let h = &o.latency_us;
+        let statuses = o
+            .statuses
+            .iter()
+            .map(|(s, n)| format!("{s}:{n}"))
+            .chain((o.transport_errors > 0).then(|| format!("transport:{}", o.transport_errors)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        out.push_str(&format!(
+            "{:<16} {:>9} {:>11.0} {:>7.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {}\n",
+            m.name,
+            o.requests,
+            o.throughput(),
+            o.throughput() / base,
+            ms(h.value_at_quantile(0.50)),
+            ms(h.value_at_quantile(0.90)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.value_at_quantile(0.999)),
+            ms(h.max()),
+            statuses
+        ));
+    }
+    out
+}
