@@ -592,7 +592,14 @@ impl ClientState {
             at_ms: now,
             ip: source_ip,
         };
-        if let Err(e) = self.shared.storage.record_slot_use(slot_id, &used) {
+        // Last use is exact in memory; on disk it is refreshed at most once a second
+        // per slot (or when the address changes): a sled write per token would cost
+        // more than the rest of a warm token request.
+        let is_stale_on_disk = self
+            .slot_uses
+            .get(slot_id)
+            .is_none_or(|last| now.saturating_sub(last.at_ms) >= 1_000 || last.ip != used.ip);
+        if is_stale_on_disk && let Err(e) = self.shared.storage.record_slot_use(slot_id, &used) {
             tracing::warn!(integration = %self.rec.id, error = %e, "could not record secret last use");
         }
         self.slot_uses.insert(slot_id.clone(), used);
