@@ -47,6 +47,11 @@ pub enum Scenario {
     QuotaExhaust,
     /// 80 % checks, 15 % proxied requests, 5 % warm token requests.
     Mixed,
+    /// Resident memory per active integration: N integrations stored, then every one
+    /// made active (its actor resident with a counter) through the engine.
+    Memory,
+    /// Start-up with N integrations stored: time until the server is ready to serve.
+    Restart,
 }
 
 /// Command-line arguments.
@@ -377,8 +382,147 @@ fn spec(args: &Args, addr: SocketAddr, label: &str) -> LoadSpec {
     }
 }
 
+/// Writes `n` integrations straight into a data dir (the check path never reads
+/// secrets, so the records carry a placeholder hash: seeding a million does not cost
+/// a million Argon2 runs).
+fn seed(dir: &std::path::Path, n: usize, quiet: bool) -> anyhow::Result<Vec<tollgate_engine::model::ClientId>> {
+    use tollgate_engine::model::*;
+    let storage = tollgate_engine::storage::Storage::open(dir)?;
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    let started = Instant::now();
+    let mut clients = Vec::with_capacity(n);
+    let mut done = 0;
+    while done < n {
+        let chunk = (n - done).min(10_000);
+        let mut batch = storage.batch();
+        for _ in 0..chunk {
+            let rec = IntegrationRecord {
+                id: IntegrationId::generate(),
+                client_id: ClientId::generate(),
+                org_id: OrgId::parse("seeded")?,
+                name: "seeded".into(),
+                scopes: vec![],
+                daily_quota: DailyQuota::new(1_000_000)?,
+                token_ttl_seconds: 3600,
+                token_requests_per_minute: 600,
+                status: IntegrationStatus::Active,
+                disabled_reason: None,
+                current_secret: Some(SecretSlot {
+                    slot_id: SlotId::generate(),
+                    phc: "placeholder".into(),
+                    created_at_ms: 0,
+                    expires_at_ms: None,
+                }),
+                previous_secret: None,
+                tokens_valid_after_ms: 0,
+                created_at_ms: 0,
+                updated_at_ms: 0,
+            };
+            clients.push(rec.client_id.clone());
+            batch = batch.put_integration(&rec);
+        }
+        rt.block_on(batch.commit())?;
+        done += chunk;
+        if !quiet && done % 100_000 == 0 {
+            eprintln!("  seeded {done}/{n} integrations ({:.0?})", started.elapsed());
+        }
+    }
+    Ok(clients)
+}
+
+/// Resident set size of this process, bytes.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn engine_config() -> tollgate_engine::EngineConfig {
+    tollgate_engine::EngineConfig::default()
+}
+
+/// `memory` and `restart`: in this process, against the engine and the server start.
+async fn run_footprint(args: &Args) -> anyhow::Result<Vec<Measured>> {
+    let n = args.integrations;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().to_path_buf();
+    let quiet = args.quiet;
+    let clients = tokio::task::spawn_blocking(move || seed(&path, n, quiet)).await??;
+    let mut config = tollgate_gateway::serve::ServeConfig::new(dir.path().to_path_buf());
+    config.gateway_addr = "127.0.0.1:0".parse()?;
+    config.admin_addr = "127.0.0.1:0".parse()?;
+    config.bootstrap_admin_key = Some(ADMIN_KEY.into());
+    config.engine = engine_config();
+    let started = Instant::now();
+    let running = tollgate_gateway::serve::start(config).await?;
+    let ready_in = started.elapsed();
+    // Ready means answering: one real request through the gateway.
+    let probe = reqwest::get(format!("http://{}/.well-known/jwks.json", running.gateway_addr)).await?;
+    let answered_in = started.elapsed();
+    anyhow::ensure!(probe.status().is_success(), "the started server did not answer");
+    let note = if args.scenario == Scenario::Restart {
+        format!(
+            "restart: {n} integrations stored; listening in {:.0} ms, first answer in {:.0} ms (integrations load lazily, on first use)",
+            ready_in.as_secs_f64() * 1000.0,
+            answered_in.as_secs_f64() * 1000.0
+        )
+    } else {
+        let before = rss_bytes();
+        let engine = running.engine.clone();
+        let token = tollgate_engine::TokenContext {
+            issued_at_ms: engine.now_ms(),
+            jti: None,
+        };
+        for chunk in clients.chunks(1_000) {
+            let mut checks = tokio::task::JoinSet::new();
+            for client in chunk {
+                let (engine, client, token) = (engine.clone(), client.clone(), token.clone());
+                checks.spawn(async move { engine.check(&client, token).await });
+            }
+            while let Some(result) = checks.join_next().await {
+                anyhow::ensure!(
+                    matches!(result??, tollgate_engine::CheckOutcome::Admitted(_)),
+                    "a seeded integration was not admitted"
+                );
+            }
+        }
+        let after = rss_bytes();
+        let resident = engine.resident_count();
+        format!(
+            "memory: {resident} integrations active; resident memory {:.1} MiB -> {:.1} MiB: {:.0} bytes ({:.2} KiB) per active integration",
+            before as f64 / 1048576.0,
+            after as f64 / 1048576.0,
+            after.saturating_sub(before) as f64 / resident.max(1) as f64,
+            after.saturating_sub(before) as f64 / resident.max(1) as f64 / 1024.0
+        )
+    };
+    running.shutdown().await?;
+    if !args.quiet {
+        eprintln!("  {note}");
+    }
+    let latency_us = hdrhistogram::Histogram::new(3)?;
+    Ok(vec![Measured {
+        name: format!("{:?}", args.scenario).to_lowercase(),
+        outcome: Outcome {
+            requests: 0,
+            elapsed: answered_in,
+            statuses: Default::default(),
+            transport_errors: 0,
+            latency_us,
+        },
+        note: Some(note),
+    }])
+}
+
 /// Runs the chosen scenario (and its baseline with `--compare baseline`).
 pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
+    if matches!(args.scenario, Scenario::Memory | Scenario::Restart) {
+        if args.url.is_some() {
+            bail!("memory and restart measure a server in this process: run them without --url");
+        }
+        return run_footprint(&args).await;
+    }
     let target = match (&args.url, &args.admin_url) {
         (Some(url), Some(admin)) => {
             let gateway = loopback_addr(url)?;
@@ -498,7 +642,7 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
                 }
             })
         }
-        Scenario::Baseline => unreachable!("handled above"),
+        Scenario::Baseline | Scenario::Memory | Scenario::Restart => unreachable!("handled above"),
     };
     if !matches!(args.scenario, Scenario::QuotaExhaust | Scenario::TokenCold) {
         warm_up(&args, load.clone(), make.clone()).await?;
@@ -563,6 +707,14 @@ pub fn report_json(results: &[Measured]) -> Value {
 
 /// The report as a table.
 pub fn report_table(results: &[Measured]) -> String {
+    if results.iter().all(|m| m.outcome.requests == 0) {
+        // memory / restart: the finding is the note.
+        return results
+            .iter()
+            .filter_map(|m| m.note.clone())
+            .map(|n| n + "\n")
+            .collect();
+    }
     let base = results.first().map(|m| m.outcome.throughput()).unwrap_or(1.0);
     let mut out = format!(
         "{:<16} {:>9} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8}  {}\n",

@@ -27,6 +27,9 @@ use crate::model::{
     SlotUse,
 };
 
+/// sled page-cache capacity.
+pub const CACHE_CAPACITY_BYTES: u64 = 128 * 1024 * 1024;
+
 /// The data-format version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -199,6 +202,9 @@ impl Storage {
         let path = path.as_ref().to_path_buf();
         let db = sled::Config::new()
             .path(&path)
+            // sled's default cache is 1 GiB; bound it so memory is predictable (hot
+            // state lives in the engine's actors, not in sled's cache).
+            .cache_capacity(CACHE_CAPACITY_BYTES)
             .open()
             .map_err(|e| StorageError::Io(format!("cannot open data directory {}: {e}", path.display())))?;
         let trees = Trees::open(&db)?;
