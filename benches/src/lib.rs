@@ -7,60 +7,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tollgate_engine::clock::SystemClock;
-use tollgate_engine::model::{
-    ClientId, DailyQuota, IntegrationId, IntegrationRecord, IntegrationStatus, OrgId, SecretSlot, SlotId,
-};
+use tollgate_engine::model::{ClientId, DailyQuota, OrgId};
+use tollgate_engine::seed::seed_integrations;
 use tollgate_engine::storage::Storage;
 use tollgate_engine::{Engine, EngineConfig};
 
 /// Concurrent callers used by the throughput benchmarks (like connections of a gateway).
 pub const CALLERS: u64 = 64;
 
-/// A started engine on a temp dir plus `n` integrations written straight to storage
-/// (the check path never reads secrets, so the records carry a placeholder hash and
-/// seeding 10,000 of them does not cost 10,000 Argon2 runs).
+/// A started engine on a temp dir plus `n` integrations seeded straight into storage
+/// (the check path never reads secrets; see `tollgate_engine::seed`).
 pub async fn engine_with_integrations(n: usize) -> (Engine, Vec<ClientId>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let storage = Storage::open(dir.path()).expect("storage");
-    let mut clients = Vec::with_capacity(n);
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
-        let mut batch = storage.batch();
-        for _ in chunk {
-            let rec = record();
-            clients.push(rec.client_id.clone());
-            batch = batch.put_integration(&rec);
-        }
-        batch.commit().await.expect("seed integrations");
-    }
+    let org = OrgId::parse("bench").expect("org");
+    let quota = DailyQuota::new(DailyQuota::MAX).expect("quota");
+    let clients = seed_integrations(&storage, n, &org, quota, |_| {})
+        .await
+        .expect("seed integrations");
     let engine = Engine::start(storage, Arc::new(SystemClock), EngineConfig::default())
         .await
         .expect("engine");
     (engine, clients, dir)
-}
-
-fn record() -> IntegrationRecord {
-    IntegrationRecord {
-        id: IntegrationId::generate(),
-        client_id: ClientId::generate(),
-        org_id: OrgId::parse("bench").expect("org"),
-        name: "bench".into(),
-        scopes: vec![],
-        daily_quota: DailyQuota::new(DailyQuota::MAX).expect("quota"),
-        token_ttl_seconds: 3600,
-        token_requests_per_minute: 10_000_000,
-        status: IntegrationStatus::Active,
-        disabled_reason: None,
-        current_secret: Some(SecretSlot {
-            slot_id: SlotId::generate(),
-            phc: "placeholder".into(),
-            created_at_ms: 0,
-            expires_at_ms: None,
-        }),
-        previous_secret: None,
-        tokens_valid_after_ms: 0,
-        created_at_ms: 0,
-        updated_at_ms: 0,
-    }
 }
 
 /// One benchmarked operation. Each caller task clones the operation once and then

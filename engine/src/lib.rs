@@ -16,6 +16,7 @@
 //! - [`quota`]: the pure quota counter (day window, thresholds, reservations).
 //! - [`secret`]: client-secret format, Argon2id on a bounded pool, verified digests.
 //! - [`ring`]: the consistent hash ring.
+//! - [`seed`]: bulk seeding for benchmarks and load tests.
 //! - [`clock`]: injected time.
 
 pub mod client;
@@ -24,6 +25,7 @@ mod engine;
 pub mod quota;
 pub mod ring;
 pub mod secret;
+pub mod seed;
 pub mod shard;
 
 pub use engine::*;

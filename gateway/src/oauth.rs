@@ -357,6 +357,21 @@ async fn token(
     Ok(response)
 }
 
+/// The shared start of introspection and revocation: a form with `token`, sent by an
+/// authenticated client.
+async fn authenticated_token_form(
+    state: &GatewayState,
+    ip: &ClientIp,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Form, String, Grant), OAuthError> {
+    let form = read_form(headers, body).await?;
+    let token = form.required("token")?.to_owned();
+    let creds = credentials(headers, &form)?;
+    let grant = authenticate(state, ip, user_agent(headers), creds, None, None).await?;
+    Ok((form, token, grant))
+}
+
 /// `POST /oauth/introspect`: `active:false` for anything not currently valid, and
 /// for tokens of other clients (an integration sees only its own tokens).
 async fn introspect(
@@ -365,10 +380,7 @@ async fn introspect(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, OAuthError> {
-    let form = read_form(&headers, body).await?;
-    let token = form.required("token")?.to_owned();
-    let creds = credentials(&headers, &form)?;
-    let grant = authenticate(&state, &ip, user_agent(&headers), creds, None, None).await?;
+    let (_, token, grant) = authenticated_token_form(&state, &ip, &headers, body).await?;
     let now = state.engine.now_ms();
     let inactive = || {
         let mut r = Json(json!({ "active": false })).into_response();
@@ -418,8 +430,7 @@ async fn revoke(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, OAuthError> {
-    let form = read_form(&headers, body).await?;
-    let token = form.required("token")?.to_owned();
+    let (form, token, grant) = authenticated_token_form(&state, &ip, &headers, body).await?;
     if let Some(hint) = form.get("token_type_hint")
         && hint != "access_token"
         && hint != "refresh_token"
@@ -430,8 +441,6 @@ async fn revoke(
             "token_type_hint must be access_token (this server issues no other kind)",
         ));
     }
-    let creds = credentials(&headers, &form)?;
-    let grant = authenticate(&state, &ip, user_agent(&headers), creds, None, None).await?;
     let now = state.engine.now_ms();
     if let Ok(verified) = state.tokens.verify(&token, now)
         && verified.client_id == grant.client_id

@@ -382,51 +382,24 @@ fn spec(args: &Args, addr: SocketAddr, label: &str) -> LoadSpec {
     }
 }
 
-/// Writes `n` integrations straight into a data dir (the check path never reads
-/// secrets, so the records carry a placeholder hash: seeding a million does not cost
-/// a million Argon2 runs).
+/// Seeds `n` integrations into a data dir (see `tollgate_engine::seed`).
 fn seed(dir: &std::path::Path, n: usize, quiet: bool) -> anyhow::Result<Vec<tollgate_engine::model::ClientId>> {
-    use tollgate_engine::model::*;
     let storage = tollgate_engine::storage::Storage::open(dir)?;
-    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    let org = tollgate_engine::model::OrgId::parse("seeded")?;
+    let quota = tollgate_engine::model::DailyQuota::new(1_000_000)?;
     let started = Instant::now();
-    let mut clients = Vec::with_capacity(n);
-    let mut done = 0;
-    while done < n {
-        let chunk = (n - done).min(10_000);
-        let mut batch = storage.batch();
-        for _ in 0..chunk {
-            let rec = IntegrationRecord {
-                id: IntegrationId::generate(),
-                client_id: ClientId::generate(),
-                org_id: OrgId::parse("seeded")?,
-                name: "seeded".into(),
-                scopes: vec![],
-                daily_quota: DailyQuota::new(1_000_000)?,
-                token_ttl_seconds: 3600,
-                token_requests_per_minute: 600,
-                status: IntegrationStatus::Active,
-                disabled_reason: None,
-                current_secret: Some(SecretSlot {
-                    slot_id: SlotId::generate(),
-                    phc: "placeholder".into(),
-                    created_at_ms: 0,
-                    expires_at_ms: None,
-                }),
-                previous_secret: None,
-                tokens_valid_after_ms: 0,
-                created_at_ms: 0,
-                updated_at_ms: 0,
-            };
-            clients.push(rec.client_id.clone());
-            batch = batch.put_integration(&rec);
-        }
-        rt.block_on(batch.commit())?;
-        done += chunk;
-        if !quiet && done % 100_000 == 0 {
-            eprintln!("  seeded {done}/{n} integrations ({:.0?})", started.elapsed());
-        }
-    }
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    let clients = rt.block_on(tollgate_engine::seed::seed_integrations(
+        &storage,
+        n,
+        &org,
+        quota,
+        |done| {
+            if !quiet && done % 100_000 == 0 {
+                eprintln!("  seeded {done}/{n} integrations ({:.0?})", started.elapsed());
+            }
+        },
+    ))?;
     Ok(clients)
 }
 
@@ -589,8 +562,13 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
     let name = format!("{:?}", args.scenario).to_lowercase();
     let mut load = spec(&args, gw, &name);
     let host = host_header(gw);
+    if args.scenario == Scenario::QuotaExhaust {
+        // Twice the total quota, spread round-robin.
+        load.max_requests = Some(2 * quota * creds.len() as u64);
+        load.duration = load.duration.max(Duration::from_secs(600));
+    }
     let make: MakeRequest = match args.scenario {
-        Scenario::Check | Scenario::HotKey => {
+        Scenario::Check | Scenario::HotKey | Scenario::QuotaExhaust => {
             let creds = creds.clone();
             Arc::new(move |i| {
                 get(
@@ -616,20 +594,6 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
             load.connections = load.connections.min(16);
             let creds = creds.clone();
             Arc::new(move |i| token_request(&host, &creds[i as usize % creds.len()].basic))
-        }
-        Scenario::QuotaExhaust => {
-            // Twice the total quota, spread round-robin.
-            let total = 2 * quota * creds.len() as u64;
-            load.max_requests = Some(total);
-            load.duration = load.duration.max(Duration::from_secs(600));
-            let creds = creds.clone();
-            Arc::new(move |i| {
-                get(
-                    &host,
-                    "/v1/check/v1/items",
-                    Some(&creds[i as usize % creds.len()].bearer),
-                )
-            })
         }
         Scenario::Mixed => {
             let creds = creds.clone();
