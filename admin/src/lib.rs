@@ -69,6 +69,7 @@ pub struct AdminState {
     pub(crate) signing: Arc<dyn SigningKeyAdmin>,
     pub(crate) verified: Arc<VerifiedKeys>,
     generated_bootstrap_key: Option<String>,
+    document: Document,
 }
 
 impl AdminState {
@@ -135,6 +136,7 @@ impl AdminState {
             signing,
             verified: Arc::new(VerifiedKeys::default()),
             generated_bootstrap_key: generated,
+            document: Document(Arc::new(utoipa::openapi::OpenApi::default())),
         })
     }
 
@@ -185,18 +187,24 @@ pub fn routes() -> (Router<AdminState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
+/// The OpenAPI document, kept for the `openapi.json` route.
+#[derive(Clone)]
+struct Document(Arc<utoipa::openapi::OpenApi>);
+
+/// `GET /admin/v1/openapi.json`: like every route under `/admin/v1`, only with a key.
+async fn openapi_json(
+    axum::extract::State(state): axum::extract::State<AdminState>,
+    _principal: auth::Principal,
+) -> Json<utoipa::openapi::OpenApi> {
+    Json(state.document.0.as_ref().clone())
+}
+
 /// The admin router: `/admin/v1/...` and `/admin/v1/openapi.json`.
-pub fn app(state: AdminState) -> Router {
+pub fn app(mut state: AdminState) -> Router {
     let (router, doc) = routes();
-    let doc = Arc::new(doc);
+    state.document = Document(Arc::new(doc));
     router
-        .route(
-            "/admin/v1/openapi.json",
-            get(move || {
-                let doc = doc.clone();
-                async move { Json(doc.as_ref().clone()) }
-            }),
-        )
+        .route("/admin/v1/openapi.json", get(openapi_json))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

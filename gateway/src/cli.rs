@@ -53,7 +53,7 @@ enum Command {
     },
 }
 
-#[derive(Args, Default, Deserialize)]
+#[derive(Args, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct ServeArgs {
     /// A TOML file with any of these settings (kebab-case keys); flags and env win.
@@ -224,5 +224,58 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Integrations { command, api } => crate::admin_cli::integrations(api, command).await,
         Command::Audit { command, api } => crate::admin_cli::audit(api, command).await,
         Command::AdminKeys { command, api } => crate::admin_cli::admin_keys(api, command).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_file_fills_what_flags_and_env_left_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tollgate.toml");
+        std::fs::write(
+            &file,
+            "gateway-addr = \"127.0.0.1:9000\"\ndata-dir = \"/var/lib/tollgate\"\nwarning-thresholds = [50, 90]\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "tollgate",
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--gateway-addr",
+            "127.0.0.1:7000",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        let args = args.merge().unwrap();
+        assert_eq!(
+            args.gateway_addr,
+            Some("127.0.0.1:7000".parse().unwrap()),
+            "the flag wins"
+        );
+        assert_eq!(
+            args.data_dir,
+            Some(PathBuf::from("/var/lib/tollgate")),
+            "the file fills the rest"
+        );
+        assert_eq!(args.warning_thresholds, Some(vec![50, 90]));
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_config_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tollgate.toml");
+        std::fs::write(&file, "gateway_adr = \"127.0.0.1:9000\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..ServeArgs::default()
+        };
+        let err = args.merge().unwrap_err();
+        assert!(format!("{err:#}").contains("gateway_adr"), "{err:#}");
     }
 }

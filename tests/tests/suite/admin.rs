@@ -33,6 +33,7 @@ async fn every_admin_route_refuses_a_missing_or_wrong_key() {
         (Method::GET, "/admin/v1/admin-keys".to_string()),
         (Method::GET, "/admin/v1/signing-keys".to_string()),
         (Method::POST, "/admin/v1/signing-keys/rotate".to_string()),
+        (Method::GET, "/admin/v1/openapi.json".to_string()),
     ];
     for (method, path) in routes {
         let none = app
