@@ -1136,6 +1136,18 @@ impl Engine {
             let _ = shard.actor.stop_and_wait(None, Some(Duration::from_secs(10))).await;
         }
         self.storage().flush().await?;
+        // ractor can report an actor stopped before its state is dropped (and hands a
+        // stopped child's state to its supervisor in the termination event), so wait
+        // until every actor has let go of the shared handles: once the last `Engine`
+        // clone is dropped, the data dir is then free for the next opener.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&self.inner.shared) > 1 {
+            if Instant::now() >= deadline {
+                failures.insert(usize::MAX);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         if failures.is_empty() {
             Ok(())
         } else {

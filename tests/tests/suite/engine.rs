@@ -780,3 +780,24 @@ async fn a_crashed_client_actor_is_rebuilt_from_storage() {
         "over-counts by at most one block (10 for a quota of 1000)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_shutdown_the_data_dir_can_be_reopened_at_once() {
+    // Shutdown returns only when every actor has released the storage, so a restart
+    // in the same process never finds the data dir still locked.
+    let mut t = TestEngine::start().await;
+    let created = t.create("acme", 1_000).await;
+    let client = created.integration.client_id.clone();
+    for cycle in 0..20u64 {
+        for _ in 0..5 {
+            t.engine.check(&client, token_now(&t)).await.unwrap();
+        }
+        t = t.restart().await;
+        let view = t.engine.integration(&created.integration.id).await.unwrap();
+        assert_eq!(
+            view.used_today,
+            5 * (cycle + 1),
+            "cycle {cycle}: exact count after each restart"
+        );
+    }
+}
