@@ -1141,19 +1141,18 @@ impl Engine {
         // until every actor has let go of the shared handles: once the last `Engine`
         // clone is dropped, the data dir is then free for the next opener.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Arc::strong_count(&self.inner.shared) > 1 {
-            if Instant::now() >= deadline {
-                failures.insert(usize::MAX);
-                break;
-            }
+        while Arc::strong_count(&self.inner.shared) > 1 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(EngineError::Internal(format!(
+        let holders = Arc::strong_count(&self.inner.shared) - 1;
+        match (failures.is_empty(), holders) {
+            (true, 0) => Ok(()),
+            (true, n) => Err(EngineError::Internal(format!(
+                "{n} actors still hold the storage 10 s after shutdown"
+            ))),
+            (false, _) => Err(EngineError::Internal(format!(
                 "shards {failures:?} did not stop cleanly"
-            )))
+            ))),
         }
     }
 }
