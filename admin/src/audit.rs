@@ -2,7 +2,7 @@
 //! JSON Lines export) and `/admin/v1/audit/verify`.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use crate::AdminState;
 use crate::auth::Principal;
 use crate::dto::{AuditEntryDto, AuditPage, BrokenLinkDto, ErrorBody, VerifyDto, parse_rfc3339};
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiQuery};
 use crate::integrations::page_size;
 
 /// Most entries one JSON Lines export returns.
@@ -69,7 +69,7 @@ fn time_param(name: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> 
 async fn query(
     State(state): State<AdminState>,
     principal: Principal,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Response, ApiError> {
     let mut filter = AuditFilter {
         org_id: q.org_id.as_deref().map(OrgId::parse).transpose()?,

@@ -2,8 +2,8 @@
 //! the right status. Internal failures are logged and answered generically.
 
 use axum::Json;
-use axum::extract::FromRequest;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -130,5 +130,16 @@ impl From<JsonRejection> for ApiError {
             }
             other => Self::BadRequest(other.body_text()),
         }
+    }
+}
+
+/// Query parameters whose rejections use [`ApiError`] (400 with our JSON shape).
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::BadRequest(format!("bad query parameters: {}", rejection.body_text()))
     }
 }

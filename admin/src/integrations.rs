@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -22,7 +22,7 @@ use crate::dto::{
     AuditEntryDto, AuditPage, CreatedDto, DayDto, ErrorBody, IntegrationDto, IntegrationPage, RotatedDto, UsageDto,
     rfc3339,
 };
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiQuery};
 
 /// Default and largest page size.
 pub const DEFAULT_PAGE: usize = 50;
@@ -224,7 +224,7 @@ async fn create(
 async fn list(
     State(state): State<AdminState>,
     principal: Principal,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<IntegrationPage>, ApiError> {
     let limit = page_size(query.limit)?;
     let org = query.org_id.as_deref().map(OrgId::parse).transpose()?;
@@ -428,7 +428,7 @@ async fn usage(
     State(state): State<AdminState>,
     principal: Principal,
     Path(id): Path<String>,
-    Query(query): Query<UsageQuery>,
+    ApiQuery(query): ApiQuery<UsageQuery>,
 ) -> Result<Json<UsageDto>, ApiError> {
     let (id, _) = visible(&state, &principal, &id).await?;
     let report = state.engine.usage(&id, query.days.unwrap_or(30)).await?;
@@ -454,7 +454,7 @@ async fn activity(
     State(state): State<AdminState>,
     principal: Principal,
     Path(id): Path<String>,
-    Query(query): Query<PageQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let limit = page_size(query.limit)?;
     let (id, _) = visible(&state, &principal, &id).await?;
