@@ -6,3 +6,4 @@ mod crash;
 mod engine;
 mod gateway;
 mod hostile;
+mod reliability;
