@@ -261,3 +261,103 @@ impl TestApp {
             .expect("gateway request")
     }
 }
+
+/// The real `tollgate` command line serving a data dir on loopback port 0, as a child
+/// process (the crash, signal and log tests drive it this way).
+pub struct ServedBinary {
+    /// The process.
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT` of the gateway.
+    pub gateway: String,
+    /// `http://127.0.0.1:PORT` of the admin side.
+    pub admin: String,
+    /// The rest of its stdout (the bootstrap banner, when it generated a key).
+    pub stdout: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl ServedBinary {
+    /// Runs `binary serve` over `dir` (pass `env!("CARGO_BIN_EXE_tollgate-under-test")`);
+    /// `configure` may set env vars or pipe stderr. Returns once both listeners are up.
+    pub fn start(binary: &str, dir: &std::path::Path, configure: impl FnOnce(&mut std::process::Command)) -> Self {
+        use std::io::BufRead;
+        let mut command = std::process::Command::new(binary);
+        command
+            .args([
+                "serve",
+                "--gateway-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        configure(&mut command);
+        let mut child = command.spawn().expect("start tollgate");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut listener = |prefix: &str| {
+            let line = stdout.next().expect("a listener line").expect("stdout");
+            assert!(line.starts_with(prefix), "expected `{prefix}…`, got `{line}`");
+            line.trim_start_matches(prefix).to_owned()
+        };
+        let gateway = listener("gateway listening on ");
+        let admin = listener("admin listening on ");
+        Self {
+            child,
+            gateway,
+            admin,
+            stdout,
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let sent = std::process::Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "SIGTERM could not be sent");
+        self.child.wait().expect("wait for tollgate")
+    }
+}
+
+/// Registers an integration through an admin API; returns (id, client id, secret).
+pub async fn register_over_http(
+    http: &reqwest::Client,
+    admin: &str,
+    key: &str,
+    body: serde_json::Value,
+) -> (String, String, String) {
+    let created: serde_json::Value = http
+        .post(format!("{admin}/admin/v1/integrations"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .expect("create integration")
+        .json()
+        .await
+        .expect("a JSON answer");
+    let field = |v: &serde_json::Value| v.as_str().expect("a string field").to_owned();
+    (
+        field(&created["integration"]["id"]),
+        field(&created["integration"]["client_id"]),
+        field(&created["client_secret"]),
+    )
+}
+
+/// An access token from a gateway (client_secret_basic).
+pub async fn token_over_http(http: &reqwest::Client, gateway: &str, client_id: &str, secret: &str) -> String {
+    let answer: serde_json::Value = http
+        .post(format!("{gateway}/oauth/token"))
+        .basic_auth(client_id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("a JSON answer");
+    answer["access_token"].as_str().expect("an access token").to_owned()
+}

@@ -10,7 +10,7 @@ use oauth2::{AuthType, ClientId, ClientSecret, Scope, TokenResponse, TokenUrl};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tollgate_engine::storage::audit::AuditFilter;
-use tollgate_tests::{START_MS, TestApp};
+use tollgate_tests::{START_MS, ServedBinary, TestApp, register_over_http, token_over_http};
 
 async fn json(response: reqwest::Response) -> Value {
     response.json().await.expect("a JSON body")
@@ -712,79 +712,39 @@ async fn failed_authentication_is_throttled_but_a_known_secret_still_works() {
 
 #[tokio::test]
 async fn the_binary_prints_its_listeners_logs_no_secrets_and_stops_cleanly_on_sigterm() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate-under-test"))
-        .args([
-            "serve",
-            "--gateway-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env_remove("TOLLGATE_ADMIN_KEY")
-        .env("RUST_LOG", "debug")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
+    let mut server = ServedBinary::start(env!("CARGO_BIN_EXE_tollgate-under-test"), dir.path(), |c| {
+        c.env_remove("TOLLGATE_ADMIN_KEY")
+            .env("RUST_LOG", "debug")
+            .stderr(std::process::Stdio::piped());
+    });
+    let mut stderr = server.child.stderr.take().unwrap();
     let logs = std::thread::spawn(move || {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
         text
     });
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let gateway = lines.next().unwrap().unwrap();
-    let admin = lines.next().unwrap().unwrap();
-    assert!(
-        gateway.starts_with("gateway listening on http://127.0.0.1:"),
-        "{gateway}"
-    );
-    assert!(admin.starts_with("admin listening on http://127.0.0.1:"), "{admin}");
-    let banner: Vec<String> = lines.by_ref().take(3).map(Result::unwrap).collect();
+    assert!(server.gateway.starts_with("http://127.0.0.1:"), "{}", server.gateway);
+    assert!(server.admin.starts_with("http://127.0.0.1:"), "{}", server.admin);
+    let banner: Vec<String> = server.stdout.by_ref().take(3).map(Result::unwrap).collect();
     let key = banner[2].trim().to_owned();
     assert!(
         key.starts_with("tga_"),
         "a bootstrap admin key is generated and printed once: {banner:?}"
     );
-    let admin_url = admin.trim_start_matches("admin listening on ");
-    let gateway_url = gateway.trim_start_matches("gateway listening on ");
     let http = reqwest::Client::new();
-    let created: Value = http
-        .post(format!("{admin_url}/admin/v1/integrations"))
-        .bearer_auth(&key)
-        .json(&json!({"org_id": "acme", "name": "logs", "daily_quota": 10}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let client_id = created["integration"]["client_id"].as_str().unwrap().to_owned();
-    let secret = created["client_secret"].as_str().unwrap().to_owned();
-    let token: Value = http
-        .post(format!("{gateway_url}/oauth/token"))
-        .basic_auth(&client_id, Some(&secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_owned();
+    let body = json!({"org_id": "acme", "name": "logs", "daily_quota": 10});
+    let (_, client_id, secret) = register_over_http(&http, &server.admin, &key, body).await;
+    let token = token_over_http(&http, &server.gateway, &client_id, &secret).await;
     let called = http
-        .get(format!("{gateway_url}/v1/x"))
+        .get(format!("{}/v1/x", server.gateway))
         .bearer_auth(&token)
         .send()
         .await
         .unwrap();
     assert_eq!(called.status(), 200);
     let wrong = http
-        .post(format!("{gateway_url}/oauth/token"))
+        .post(format!("{}/oauth/token", server.gateway))
         .basic_auth(&client_id, Some("tgs_guess"))
         .form(&[("grant_type", "client_credentials")])
         .send()
@@ -792,12 +752,7 @@ async fn the_binary_prints_its_listeners_logs_no_secrets_and_stops_cleanly_on_si
         .unwrap();
     assert_eq!(wrong.status(), 401);
 
-    let status = std::process::Command::new("kill")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = child.wait().unwrap();
+    let exit = server.terminate();
     assert!(exit.success(), "SIGTERM is a clean stop: {exit:?}");
     let logs = logs.join().unwrap();
     assert!(logs.contains("stopped cleanly"), "{logs}");

@@ -1,76 +1,27 @@
 //! The real binary under faults: SIGTERM in the middle of load.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tollgate_tests::ADMIN_KEY;
+use tollgate_tests::{ADMIN_KEY, ServedBinary, register_over_http, token_over_http};
 
-/// Starts `tollgate serve` on port 0 over `dir`; returns the child and its URLs.
-fn serve(dir: &std::path::Path) -> (Child, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate-under-test"))
-        .args([
-            "serve",
-            "--gateway-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("TOLLGATE_ADMIN_KEY", ADMIN_KEY)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tollgate");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let gateway = lines
-        .next()
-        .unwrap()
-        .unwrap()
-        .trim_start_matches("gateway listening on ")
-        .to_owned();
-    let admin = lines
-        .next()
-        .unwrap()
-        .unwrap()
-        .trim_start_matches("admin listening on ")
-        .to_owned();
-    (child, gateway, admin)
+fn serve(dir: &std::path::Path) -> ServedBinary {
+    ServedBinary::start(env!("CARGO_BIN_EXE_tollgate-under-test"), dir, |c| {
+        c.env("TOLLGATE_ADMIN_KEY", ADMIN_KEY);
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_finishes_in_flight_requests_and_persists_exact_counts() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, gateway, admin) = serve(dir.path());
+    let server = serve(dir.path());
+    let gateway = server.gateway.clone();
     let http = reqwest::Client::new();
-    let created: Value = http
-        .post(format!("{admin}/admin/v1/integrations"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&json!({"org_id": "acme", "name": "load", "daily_quota": 1_000_000}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["integration"]["id"].as_str().unwrap().to_owned();
-    let client_id = created["integration"]["client_id"].as_str().unwrap().to_owned();
-    let secret = created["client_secret"].as_str().unwrap().to_owned();
-    let token: Value = http
-        .post(format!("{gateway}/oauth/token"))
-        .basic_auth(&client_id, Some(&secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_owned();
+    let quota = json!({"org_id": "acme", "name": "load", "daily_quota": 1_000_000});
+    let (id, client_id, secret) = register_over_http(&http, &server.admin, ADMIN_KEY, quota).await;
+    let token = token_over_http(&http, &gateway, &client_id, &secret).await;
 
     let admitted = Arc::new(AtomicU64::new(0));
     let cut_off = Arc::new(AtomicU64::new(0));
@@ -100,11 +51,7 @@ async fn sigterm_under_load_finishes_in_flight_requests_and_persists_exact_count
     while admitted.load(Ordering::Relaxed) < 500 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let status = Command::new("kill").arg(child.id().to_string()).status().unwrap();
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let exit = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
     assert!(exit.success(), "a clean exit under load: {exit:?}");
     stop.store(true, Ordering::Relaxed);
     for l in loops {
@@ -113,9 +60,9 @@ async fn sigterm_under_load_finishes_in_flight_requests_and_persists_exact_count
     let seen = admitted.load(Ordering::Relaxed);
     let lost_answers = cut_off.load(Ordering::Relaxed);
 
-    let (mut again, _, admin) = serve(dir.path());
+    let mut again = serve(dir.path());
     let view: Value = http
-        .get(format!("{admin}/admin/v1/integrations/{id}"))
+        .get(format!("{}/admin/v1/integrations/{id}", again.admin))
         .bearer_auth(ADMIN_KEY)
         .send()
         .await
@@ -128,6 +75,6 @@ async fn sigterm_under_load_finishes_in_flight_requests_and_persists_exact_count
         persisted >= seen && persisted <= seen + lost_answers,
         "persisted {persisted}, clients saw {seen} admitted and {lost_answers} requests without an answer"
     );
-    again.kill().unwrap();
-    let _ = again.wait();
+    again.child.kill().unwrap();
+    let _ = again.child.wait();
 }
