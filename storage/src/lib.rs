@@ -192,6 +192,43 @@ fn decode_id(what: &'static str, bytes: &[u8]) -> Result<IntegrationId> {
     IntegrationId::parse(text).map_err(|e| StorageError::corrupt(what, e.to_string()))
 }
 
+/// How long `open` waits for a data dir whose lock is still held by a handle being
+/// torn down in this process, before saying it is in use.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn open_db(path: &Path) -> Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            // sled's default cache is 1 GiB; bound it so memory is predictable (hot
+            // state lives in the engine's actors, not in sled's cache).
+            .cache_capacity(CACHE_CAPACITY_BYTES)
+            // No background flusher: every durable write is flushed by the group-commit
+            // writer, and the flusher thread would keep the data dir locked for a while
+            // after the last handle is dropped.
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(e) if e.to_string().contains("could not acquire lock") && started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => {
+                return Err(StorageError::Io(format!(
+                    "cannot open data directory {}: {e}{}",
+                    path.display(),
+                    if e.to_string().contains("could not acquire lock") {
+                        " (another Tollgate process is using it)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+        }
+    }
+}
+
 impl Storage {
     /// Opens (or creates) the data directory.
     ///
@@ -200,13 +237,7 @@ impl Storage {
     /// example because another process holds it).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let db = sled::Config::new()
-            .path(&path)
-            // sled's default cache is 1 GiB; bound it so memory is predictable (hot
-            // state lives in the engine's actors, not in sled's cache).
-            .cache_capacity(CACHE_CAPACITY_BYTES)
-            .open()
-            .map_err(|e| StorageError::Io(format!("cannot open data directory {}: {e}", path.display())))?;
+        let db = open_db(&path)?;
         let trees = Trees::open(&db)?;
         match trees.meta.get("schema_version")? {
             Some(bytes) => {
@@ -402,7 +433,7 @@ impl Storage {
     // ---- secret slot use, revoked tokens ---------------------------------------------
 
     /// Records a successful use of a slot. Not flushed: last-use is informational and
-    /// reaches disk with sled's periodic flush (≤ 500 ms) or the next durable write.
+    /// reaches disk with the next durable write (or the final flush on shutdown).
     pub fn record_slot_use(&self, slot: &SlotId, used: &SlotUse) -> Result<()> {
         self.inner
             .trees
