@@ -47,6 +47,39 @@ pub fn key_id_of(presented: &str) -> Result<AdminKeyId, ApiError> {
     Ok(AdminKeyId::parse(BOOTSTRAP_KEY_ID).unwrap_or_else(|_| AdminKeyId::generate()))
 }
 
+/// Hashes a new admin key on the engine's bounded pool and stores its record together
+/// with `event` (its time is set here), durably: the one place admin keys are created.
+pub(crate) async fn store_new_key(
+    engine: &tollgate_engine::Engine,
+    id: AdminKeyId,
+    key: String,
+    label: String,
+    org_id: Option<OrgId>,
+    is_read_only: bool,
+    mut event: tollgate_engine::storage::audit::AuditEvent,
+) -> tollgate_engine::EngineResult<tollgate_engine::model::AdminKeyRecord> {
+    let phc = engine.hash_on_pool(key).await?;
+    let now = engine.now_ms();
+    let record = tollgate_engine::model::AdminKeyRecord {
+        id,
+        phc,
+        label,
+        org_id,
+        is_read_only,
+        created_at_ms: now,
+        revoked_at_ms: None,
+    };
+    event.at_ms = now;
+    engine
+        .storage()
+        .batch()
+        .put_admin_key(&record)
+        .audit(event)
+        .commit()
+        .await?;
+    Ok(record)
+}
+
 /// Who is calling: an admin key and its limits.
 #[derive(Debug, Clone)]
 pub struct Principal {

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Principal, generate_key};
+use crate::auth::{Principal, generate_key, store_new_key};
 use crate::dto::ErrorBody;
 use crate::dto::rfc3339;
 use crate::error::{ApiError, ApiJson};
@@ -139,31 +139,13 @@ async fn create(
     let org_id = body.org_id.as_deref().map(OrgId::parse).transpose()?;
     let id = AdminKeyId::generate();
     let key = generate_key(&id);
-    let phc = state.engine.hash_on_pool(key.clone()).await?;
-    let now = state.engine.now_ms();
-    let record = AdminKeyRecord {
-        id: id.clone(),
-        phc,
-        label,
-        org_id,
-        is_read_only: body.read_only,
-        created_at_ms: now,
-        revoked_at_ms: None,
-    };
     let event = audit(
         &principal,
-        now,
+        0,
         "admin_key.created",
-        json!({ "new_key_id": id, "org_id": record.org_id, "read_only": record.is_read_only }),
+        json!({ "new_key_id": id, "org_id": org_id, "read_only": body.read_only }),
     );
-    state
-        .engine
-        .storage()
-        .batch()
-        .put_admin_key(&record)
-        .audit(event)
-        .commit()
-        .await?;
+    let record = store_new_key(&state.engine, id, key.clone(), label, org_id, body.read_only, event).await?;
     Ok((
         StatusCode::CREATED,
         [(axum::http::header::CACHE_CONTROL, "no-store")],

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{Json, Router};
-use tollgate_engine::model::{AdminKeyId, AdminKeyRecord};
+use tollgate_engine::model::AdminKeyId;
 use tollgate_engine::storage::audit::AuditEvent;
 use tollgate_engine::{Engine, EngineError, EngineResult};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -104,32 +104,14 @@ impl AdminState {
                     (id, key)
                 }
             };
-            let phc = engine.hash_on_pool(key).await?;
-            let now = engine.now_ms();
-            let record = AdminKeyRecord {
-                id: id.clone(),
-                phc,
-                label: "bootstrap".into(),
-                org_id: None,
-                is_read_only: false,
-                created_at_ms: now,
-                revoked_at_ms: None,
-            };
             let event = AuditEvent {
-                at_ms: now,
                 kind: "admin_key.created".into(),
-                admin_key_id: Some(id),
+                admin_key_id: Some(id.clone()),
                 outcome: "success".into(),
                 reason: Some("bootstrap key on first start".into()),
                 ..AuditEvent::default()
             };
-            engine
-                .storage()
-                .batch()
-                .put_admin_key(&record)
-                .audit(event)
-                .commit()
-                .await?;
+            auth::store_new_key(&engine, id, key, "bootstrap".into(), None, false, event).await?;
         }
         Ok(Self {
             engine,
