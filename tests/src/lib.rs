@@ -361,3 +361,12 @@ pub async fn token_over_http(http: &reqwest::Client, gateway: &str, client_id: &
         .expect("a JSON answer");
     answer["access_token"].as_str().expect("an access token").to_owned()
 }
+
+/// The newest (up to 100) audit entries of one event type, newest first.
+pub fn audit_of_kind(engine: &Engine, kind: &str) -> Vec<tollgate_engine::storage::audit::AuditEntry> {
+    let filter = tollgate_engine::storage::audit::AuditFilter {
+        kind: Some(kind.into()),
+        ..Default::default()
+    };
+    engine.audit_query(&filter, None, 100).expect("audit query")
+}

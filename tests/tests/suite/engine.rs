@@ -9,7 +9,7 @@ use tollgate_engine::{
     AdminContext, AuthOutcome, AuthRefusal, CheckOutcome, EngineConfig, EngineError, IntegrationUpdate, Refusal,
     RequestContext, RotationMode, TokenContext,
 };
-use tollgate_tests::{START_MS, TestEngine, auth_request};
+use tollgate_tests::{START_MS, TestEngine, audit_of_kind, auth_request};
 
 fn token_now(t: &TestEngine) -> TokenContext {
     TokenContext {
@@ -307,17 +307,7 @@ async fn an_incident_rotation_kills_the_old_secret_and_earlier_tokens_at_once() 
         CheckOutcome::Admitted(_)
     ));
 
-    let incidents = t
-        .engine
-        .audit_query(
-            &AuditFilter {
-                kind: Some("secret.incident_rotated".into()),
-                ..AuditFilter::default()
-            },
-            None,
-            10,
-        )
-        .unwrap();
+    let incidents = audit_of_kind(&t.engine, "secret.incident_rotated");
     assert_eq!(incidents.len(), 1);
     assert_eq!(incidents[0].event.outcome, "incident");
 }
@@ -487,17 +477,7 @@ async fn wrong_secrets_unknown_clients_and_bad_scopes_are_refused_and_audited() 
     };
     assert_eq!(grant.scopes, parse_scopes(&["conversations:read"]).unwrap());
 
-    let refused = t
-        .engine
-        .audit_query(
-            &AuditFilter {
-                kind: Some("token.refused".into()),
-                ..AuditFilter::default()
-            },
-            None,
-            10,
-        )
-        .unwrap();
+    let refused = audit_of_kind(&t.engine, "token.refused");
     let reasons: Vec<&str> = refused
         .iter()
         .rev()
@@ -512,17 +492,7 @@ async fn wrong_secrets_unknown_clients_and_bad_scopes_are_refused_and_audited() 
             .iter()
             .all(|e| e.event.source_ip.as_deref() == Some("127.0.0.1"))
     );
-    let issued = t
-        .engine
-        .audit_query(
-            &AuditFilter {
-                kind: Some("token.issued".into()),
-                ..AuditFilter::default()
-            },
-            None,
-            10,
-        )
-        .unwrap();
+    let issued = audit_of_kind(&t.engine, "token.issued");
     assert_eq!(issued.len(), 1);
     assert_eq!(issued[0].event.org_id.as_ref().unwrap().as_str(), "acme");
     assert!(issued[0].event.jti.is_some() && issued[0].event.slot_id.is_some());

@@ -9,8 +9,7 @@ use oauth2::basic::BasicClient;
 use oauth2::{AuthType, ClientId, ClientSecret, Scope, TokenResponse, TokenUrl};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tollgate_engine::storage::audit::AuditFilter;
-use tollgate_tests::{START_MS, ServedBinary, TestApp, register_over_http, token_over_http};
+use tollgate_tests::{START_MS, ServedBinary, TestApp, audit_of_kind, register_over_http, token_over_http};
 
 async fn json(response: reqwest::Response) -> Value {
     response.json().await.expect("a JSON body")
@@ -113,17 +112,7 @@ async fn issued_tokens_are_rfc9068_jwts_with_the_documented_claims() {
     assert!(claims["jti"].as_str().is_some_and(|j| j.len() >= 16));
 
     // Its audit entry is there, with the token id, the slot and the source.
-    let issued = app
-        .engine
-        .audit_query(
-            &AuditFilter {
-                kind: Some("token.issued".into()),
-                ..AuditFilter::default()
-            },
-            None,
-            5,
-        )
-        .unwrap();
+    let issued = audit_of_kind(&app.engine, "token.issued");
     assert_eq!(issued.len(), 1);
     assert_eq!(issued[0].event.jti.as_deref(), claims["jti"].as_str());
     assert_eq!(issued[0].event.source_ip.as_deref(), Some("127.0.0.1"));
@@ -258,17 +247,7 @@ async fn the_token_endpoint_refuses_bad_requests_with_rfc6749_errors() {
         );
     }
     // None of these issued anything.
-    let issued = app
-        .engine
-        .audit_query(
-            &AuditFilter {
-                kind: Some("token.issued".into()),
-                ..AuditFilter::default()
-            },
-            None,
-            5,
-        )
-        .unwrap();
+    let issued = audit_of_kind(&app.engine, "token.issued");
     assert!(issued.is_empty());
     app.shutdown().await;
 }
@@ -695,17 +674,7 @@ async fn failed_authentication_is_throttled_but_a_known_secret_still_works() {
         200,
         "the legitimate client is never refused"
     );
-    let lockouts = app
-        .engine
-        .audit_query(
-            &AuditFilter {
-                kind: Some("auth.lockout".into()),
-                ..AuditFilter::default()
-            },
-            None,
-            10,
-        )
-        .unwrap();
+    let lockouts = audit_of_kind(&app.engine, "auth.lockout");
     assert!(!lockouts.is_empty(), "lockouts are audited");
     app.shutdown().await;
 }
@@ -835,17 +804,7 @@ async fn the_token_rate_limit_answers_429_with_retry_after() {
 #[tokio::test]
 async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
     let forwarded_ip = |app: &TestApp| {
-        let entries = app
-            .engine
-            .audit_query(
-                &AuditFilter {
-                    kind: Some("token.issued".into()),
-                    ..AuditFilter::default()
-                },
-                None,
-                1,
-            )
-            .unwrap();
+        let entries = audit_of_kind(&app.engine, "token.issued");
         entries[0].event.source_ip.clone().unwrap()
     };
     for trusted in [false, true] {
