@@ -48,7 +48,12 @@ async fn sigterm_under_load_finishes_in_flight_requests_and_persists_exact_count
         }));
     }
     // Let load build up, then SIGTERM in the middle of it.
+    let load_deadline = Instant::now() + Duration::from_secs(15);
     while admitted.load(Ordering::Relaxed) < 500 {
+        assert!(
+            Instant::now() < load_deadline,
+            "the server never reached 500 admitted checks"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let exit = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
