@@ -139,8 +139,7 @@ impl VerifiedKeys {
     }
 }
 
-/// The admin key presented in `Authorization: Bearer` or, for the dashboard, in the
-/// session cookie set by sign-in.
+/// The admin key presented in `Authorization: Bearer`.
 pub(crate) fn presented_key(parts: &Parts) -> Option<String> {
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
         let text = value.to_str().ok()?;
@@ -195,9 +194,15 @@ impl FromRequestParts<AdminState> for Principal {
             .extensions
             .get::<ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip().to_string());
-        let presented = presented_key(parts)
-            .ok_or_else(|| ApiError::Unauthorized("send an admin key: Authorization: Bearer <admin key>".into()))?;
-        authenticate(state, &presented, source_ip).await
+        if let Some(presented) = presented_key(parts) {
+            return authenticate(state, &presented, source_ip).await;
+        }
+        if let Some(from_session) = crate::dashboard::principal_from_session(parts, state).await {
+            return from_session;
+        }
+        Err(ApiError::Unauthorized(
+            "send an admin key: Authorization: Bearer <admin key>".into(),
+        ))
     }
 }
 

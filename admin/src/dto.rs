@@ -33,6 +33,8 @@ pub struct SecretDto {
     pub age_seconds: u64,
     /// End of the grace window (previous secret).
     pub expires_at: Option<String>,
+    /// Seconds left of the grace window (server time), for countdowns.
+    pub expires_in_seconds: Option<u64>,
     /// Whether the grace window is over.
     pub expired: bool,
     /// Last successful use.
@@ -104,6 +106,7 @@ impl IntegrationDto {
                 created_at: rfc3339(s.created_at_ms),
                 age_seconds: now_ms.saturating_sub(s.created_at_ms) / 1000,
                 expires_at: s.expires_at_ms.map(rfc3339),
+                expires_in_seconds: s.expires_at_ms.map(|at| at.saturating_sub(now_ms) / 1000),
                 expired: s.is_expired,
                 last_used_at: s.last_used.as_ref().map(|u| rfc3339(u.at_ms)),
                 last_used_ip: s.last_used.as_ref().map(|u| u.ip.clone()),

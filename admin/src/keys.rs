@@ -215,6 +215,7 @@ async fn revoke(
         .commit()
         .await?;
     state.verified.forget(&key_id);
+    state.sessions.end_all_of(&key_id);
     Ok(Json(AdminKeyDto::from(&record)))
 }
 

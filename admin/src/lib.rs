@@ -10,11 +10,13 @@
 //! - [`integrations`]: integration lifecycle, rotation, usage, activity.
 //! - [`audit`]: the global audit log, JSON Lines export, chain verification.
 //! - [`keys`]: admin keys and token-signing keys.
+//! - [`dashboard`]: the web dashboard (embedded page, script and session sign-in).
 //! - [`error`]: [`error::ApiError`] and the JSON extractor.
 //! - [`dto`]: response shapes and time formatting.
 
 pub mod audit;
 pub mod auth;
+pub mod dashboard;
 pub mod dto;
 pub mod error;
 pub mod integrations;
@@ -68,6 +70,7 @@ pub struct AdminState {
     pub engine: Engine,
     pub(crate) signing: Arc<dyn SigningKeyAdmin>,
     pub(crate) verified: Arc<VerifiedKeys>,
+    pub(crate) sessions: Arc<dashboard::Sessions>,
     generated_bootstrap_key: Option<String>,
     document: Document,
 }
@@ -117,6 +120,7 @@ impl AdminState {
             engine,
             signing,
             verified: Arc::new(VerifiedKeys::default()),
+            sessions: Arc::new(dashboard::Sessions::default()),
             generated_bootstrap_key: generated,
             document: Document(Arc::new(utoipa::openapi::OpenApi::default())),
         })
@@ -181,12 +185,14 @@ async fn openapi_json(
     Json(state.document.0.as_ref().clone())
 }
 
-/// The admin router: `/admin/v1/...` and `/admin/v1/openapi.json`.
+/// The admin router: `/admin/v1/...`, `/admin/v1/openapi.json` and the dashboard
+/// (`/`, its assets and `/dashboard/session`).
 pub fn app(mut state: AdminState) -> Router {
     let (router, doc) = routes();
     state.document = Document(Arc::new(doc));
     router
         .route("/admin/v1/openapi.json", get(openapi_json))
+        .merge(dashboard::router())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -7,7 +7,10 @@
 //! # Layout
 //! - [`TestEngine`]: an engine on a temp dir with a [`ManualClock`].
 //! - [`TestApp`]: the whole server (gateway + admin) on port 0, driven over HTTP.
+//! - [`browser`]: headless Chromium through chromedriver, for the dashboard tests.
 //! - `src/bin/engine_crash_child.rs`: a child process the crash tests kill with SIGKILL.
+
+pub mod browser;
 
 use std::sync::Arc;
 

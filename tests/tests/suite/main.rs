@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod crash;
+mod dashboard;
 mod engine;
 mod gateway;
 mod hostile;
