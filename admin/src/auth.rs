@@ -140,8 +140,8 @@ impl VerifiedKeys {
 }
 
 /// The admin key presented in `Authorization: Bearer`.
-pub(crate) fn presented_key(parts: &Parts) -> Option<String> {
-    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+pub(crate) fn presented_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
         let text = value.to_str().ok()?;
         let (scheme, key) = text.split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| key.trim().to_owned());
@@ -194,7 +194,7 @@ impl FromRequestParts<AdminState> for Principal {
             .extensions
             .get::<ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip().to_string());
-        if let Some(presented) = presented_key(parts) {
+        if let Some(presented) = presented_key(&parts.headers) {
             return authenticate(state, &presented, source_ip).await;
         }
         if let Some(from_session) = crate::dashboard::principal_from_session(parts, state).await {

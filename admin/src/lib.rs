@@ -10,6 +10,7 @@
 //! - [`integrations`]: integration lifecycle, rotation, usage, activity.
 //! - [`audit`]: the global audit log, JSON Lines export, chain verification.
 //! - [`keys`]: admin keys and token-signing keys.
+//! - [`leaks`]: leaked-secret reports (HMAC-signed or with an admin key).
 //! - [`dashboard`]: the web dashboard (embedded page, script and session sign-in).
 //! - [`error`]: [`error::ApiError`] and the JSON extractor.
 //! - [`dto`]: response shapes and time formatting.
@@ -21,6 +22,7 @@ pub mod dto;
 pub mod error;
 pub mod integrations;
 pub mod keys;
+pub mod leaks;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -71,6 +73,7 @@ pub struct AdminState {
     pub(crate) signing: Arc<dyn SigningKeyAdmin>,
     pub(crate) verified: Arc<VerifiedKeys>,
     pub(crate) sessions: Arc<dashboard::Sessions>,
+    pub(crate) leaks: Arc<leaks::LeakConfig>,
     generated_bootstrap_key: Option<String>,
     document: Document,
 }
@@ -121,9 +124,17 @@ impl AdminState {
             signing,
             verified: Arc::new(VerifiedKeys::default()),
             sessions: Arc::new(dashboard::Sessions::default()),
+            leaks: Arc::new(leaks::LeakConfig::default()),
             generated_bootstrap_key: generated,
             document: Document(Arc::new(utoipa::openapi::OpenApi::default())),
         })
+    }
+
+    /// Accepts HMAC-signed leaked-secret reports with `report_key` (admin keys may
+    /// always report) and acts on genuine ones by `policy`.
+    pub fn with_leak_reports(mut self, report_key: Option<String>, policy: tollgate_engine::LeakPolicy) -> Self {
+        self.leaks = Arc::new(leaks::LeakConfig::new(report_key, policy));
+        self
     }
 
     /// The bootstrap key generated on this start, to print once; `None` otherwise.
@@ -145,6 +156,7 @@ impl AdminState {
         (name = "integrations", description = "Register, inspect, change, rotate, disable and revoke integrations"),
         (name = "audit", description = "The hash-chained audit log"),
         (name = "keys", description = "Admin keys and token-signing keys"),
+        (name = "leaks", description = "Reports of leaked secrets from secret scanners"),
     )
 )]
 struct ApiDoc;
@@ -170,6 +182,7 @@ pub fn routes() -> (Router<AdminState>, utoipa::openapi::OpenApi) {
         .merge(integrations::router())
         .merge(audit::router())
         .merge(keys::router())
+        .merge(leaks::router())
         .split_for_parts()
 }
 

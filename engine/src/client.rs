@@ -19,7 +19,7 @@ use tollgate_storage::model::{DayUsage, IntegrationRecord, IntegrationStatus, Sc
 use crate::clock::day_of;
 use crate::engine::{
     AdminContext, AuthOutcome, AuthRefusal, CheckOutcome, EngineError, EngineResult, Grant, IntegrationUpdate,
-    IntegrationView, Refusal, RequestContext, RotationMode, Shared, TokenContext,
+    IntegrationView, LeakPolicy, Refusal, RequestContext, RotationMode, Shared, TokenContext,
 };
 use crate::quota::{Admission, QuotaCounter};
 use crate::secret::{SecretDigest, digests_equal};
@@ -47,6 +47,17 @@ pub enum AdminOp {
     },
     /// End a rotation's grace window now.
     FinishRotation,
+    /// A secret of this integration was found in public: act by `policy`.
+    Leaked {
+        /// The leaked secret's slot (verified against its hash before this is sent).
+        slot_id: SlotId,
+        /// What to do.
+        policy: LeakPolicy,
+        /// Where it was found (audited).
+        url: Option<String>,
+        /// Who found it (audited).
+        source: Option<String>,
+    },
 }
 
 /// Second step of authentication.
@@ -750,6 +761,55 @@ impl ClientState {
                     }
                 }
             }
+            AdminOp::Leaked {
+                slot_id,
+                policy,
+                url,
+                source,
+            } => {
+                let role = if rec.current_secret.as_ref().is_some_and(|s| &s.slot_id == slot_id) {
+                    "current"
+                } else if rec.previous_secret.as_ref().is_some_and(|s| &s.slot_id == slot_id) {
+                    "previous"
+                } else {
+                    return Err(EngineError::Conflict(format!(
+                        "secret slot {slot_id} of integration {} no longer accepts secrets",
+                        rec.id
+                    )));
+                };
+                let action = match policy {
+                    LeakPolicy::KillSlot => {
+                        if role == "current" {
+                            rec.current_secret = None;
+                        } else {
+                            rec.previous_secret = None;
+                        }
+                        // Tokens do not name their slot: every token issued up to now dies.
+                        rec.tokens_valid_after_ms = now;
+                        "slot_killed"
+                    }
+                    LeakPolicy::Disable => {
+                        if rec.status == IntegrationStatus::Disabled {
+                            return Err(EngineError::Conflict(format!(
+                                "integration {} is already disabled",
+                                rec.id
+                            )));
+                        }
+                        rec.status = IntegrationStatus::Disabled;
+                        rec.disabled_reason = Some(format!(
+                            "secret leaked{}",
+                            url.as_deref().map(|u| format!(" at {u}")).unwrap_or_default()
+                        ));
+                        "disabled"
+                    }
+                };
+                (
+                    "secret.leaked",
+                    action,
+                    serde_json::json!({ "slot_role": role, "policy": policy.as_str(), "url": url,
+                        "source": source, "tokens_valid_after_ms": (action == "slot_killed").then_some(now) }),
+                )
+            }
             AdminOp::FinishRotation => {
                 let Some(prev) = rec
                     .previous_secret
@@ -777,6 +837,10 @@ impl ClientState {
         }
         if let AdminOp::Disable { reason } = &op {
             event.reason = reason.clone();
+        }
+        if let AdminOp::Leaked { slot_id, url, .. } = &op {
+            event.slot_id = Some(slot_id.clone());
+            event.reason = url.clone();
         }
         if details.is_object() && details.as_object().is_some_and(|m| m.is_empty()) {
             details = serde_json::Value::Null;

@@ -181,6 +181,70 @@ pub enum RotationMode {
     Incident,
 }
 
+/// What a genuine leaked-secret report does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LeakPolicy {
+    /// Kill the leaked secret's slot and every token issued up to now (default).
+    #[default]
+    KillSlot,
+    /// Disable the whole integration (its secrets stay, so enabling undoes it).
+    Disable,
+}
+
+impl LeakPolicy {
+    /// `kill_slot` or `disable`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::KillSlot => "kill_slot",
+            Self::Disable => "disable",
+        }
+    }
+
+    /// From `kill_slot` or `disable`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "kill_slot" => Some(Self::KillSlot),
+            "disable" => Some(Self::Disable),
+            _ => None,
+        }
+    }
+}
+
+/// One found secret, as a scanner reports it.
+#[derive(Debug, Clone)]
+pub struct LeakReport {
+    /// The secret as found (never logged or stored).
+    pub secret: String,
+    /// Where it was found.
+    pub url: Option<String>,
+    /// Who found it (`github`, a scanner's name).
+    pub source: Option<String>,
+}
+
+/// What a leak report turned out to be, and what was done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeakVerdict {
+    /// Not a Tollgate secret, or its checksum is wrong: nothing to look up.
+    Malformed(crate::secret::SecretFormatError),
+    /// Well-formed, but no integration has that secret slot.
+    Unknown,
+    /// The slot exists but the secret is not the one stored: a fake.
+    NotGenuine,
+    /// The slot no longer accepts any secret (rotated away, killed or revoked), so
+    /// the found secret is harmless; nothing was changed.
+    Inactive {
+        /// Its integration.
+        integration_id: IntegrationId,
+    },
+    /// Genuine and live: acted on by policy and audited as `secret.leaked`.
+    Genuine {
+        /// Its integration.
+        integration_id: IntegrationId,
+        /// `slot_killed`, `disabled`, or `already_disabled` (nothing more to do).
+        action: &'static str,
+    },
+}
+
 /// The role of a secret slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlotRole {
@@ -829,6 +893,65 @@ impl Engine {
     /// Ends a rotation's grace window now: only the new secret works from here on.
     pub async fn finish_rotation(&self, id: &IntegrationId, ctx: &AdminContext) -> EngineResult<IntegrationView> {
         self.admin(id, AdminOp::FinishRotation, ctx).await
+    }
+
+    /// Checks a reported secret (shape, checksum, slot, Argon2 hash) and, when it is
+    /// genuine and still accepted, acts by `policy` in the integration's actor and
+    /// audits `secret.leaked`. Unknown, fake and dead secrets change nothing.
+    pub async fn report_leak(
+        &self,
+        report: LeakReport,
+        policy: LeakPolicy,
+        ctx: &AdminContext,
+    ) -> EngineResult<LeakVerdict> {
+        let secret = match crate::secret::ClientSecret::parse(&report.secret) {
+            Ok(secret) => secret,
+            Err(e) => return Ok(LeakVerdict::Malformed(e)),
+        };
+        let slot_id = secret.slot_id();
+        let Some(id) = self.storage().integration_id_by_slot(&slot_id)? else {
+            return Ok(LeakVerdict::Unknown);
+        };
+        let Some(record) = self.storage().integration(&id)? else {
+            return Ok(LeakVerdict::Unknown);
+        };
+        let now = self.now_ms();
+        let live_slot = [&record.current_secret, &record.previous_secret]
+            .into_iter()
+            .flatten()
+            .find(|s| s.slot_id == slot_id && s.expires_at_ms.is_none_or(|e| e > now));
+        let Some(slot) = live_slot else {
+            return Ok(LeakVerdict::Inactive { integration_id: id });
+        };
+        if !self
+            .verify_on_pool(secret.expose().to_owned(), slot.phc.clone())
+            .await?
+        {
+            return Ok(LeakVerdict::NotGenuine);
+        }
+        let op = AdminOp::Leaked {
+            slot_id,
+            policy,
+            url: report.url.map(|u| truncate(&u, 500)),
+            source: report.source.map(|s| truncate(&s, 100)),
+        };
+        metrics::counter!("tollgate_leaked_secrets_total", "policy" => policy.as_str()).increment(1);
+        match self.admin(&id, op, ctx).await {
+            Ok(_) => Ok(LeakVerdict::Genuine {
+                integration_id: id,
+                action: match policy {
+                    LeakPolicy::KillSlot => "slot_killed",
+                    LeakPolicy::Disable => "disabled",
+                },
+            }),
+            Err(EngineError::Conflict(_)) if policy == LeakPolicy::Disable => Ok(LeakVerdict::Genuine {
+                integration_id: id,
+                action: "already_disabled",
+            }),
+            // Revoked meanwhile, or the slot went away between the check and the actor.
+            Err(EngineError::Conflict(_)) => Ok(LeakVerdict::Inactive { integration_id: id }),
+            Err(e) => Err(e),
+        }
     }
 
     async fn admin(&self, id: &IntegrationId, op: AdminOp, ctx: &AdminContext) -> EngineResult<IntegrationView> {

@@ -96,6 +96,9 @@ struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "TOLLGATE_LOG_FORMAT")]
     log_format: Option<String>,
+    /// What a genuine leaked-secret report does: kill_slot or disable [default: kill_slot].
+    #[arg(long, env = "TOLLGATE_LEAK_POLICY")]
+    leak_policy: Option<String>,
 }
 
 impl ServeArgs {
@@ -122,7 +125,8 @@ impl ServeArgs {
             trusted_proxies,
             max_in_flight,
             shards,
-            log_format
+            log_format,
+            leak_policy
         );
         Ok(self)
     }
@@ -183,6 +187,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.engine.shard_count = n;
     }
     config.bootstrap_admin_key = std::env::var("TOLLGATE_ADMIN_KEY").ok().filter(|k| !k.is_empty());
+    if let Some(policy) = args.leak_policy.as_deref() {
+        config.leak_policy = tollgate_engine::LeakPolicy::parse(policy)
+            .ok_or_else(|| anyhow::anyhow!("--leak-policy must be kill_slot or disable, not `{policy}`"))?;
+    }
+    // A secret, so only from the environment (never a flag, which `ps` shows).
+    config.leak_report_key = std::env::var("TOLLGATE_LEAK_REPORT_KEY").ok().filter(|k| !k.is_empty());
 
     let running = start(config).await?;
     println!("gateway listening on http://{}", running.gateway_addr);

@@ -60,6 +60,11 @@ pub struct ServeConfig {
     pub throttle: ThrottleConfig,
     /// Bootstrap admin key (`TOLLGATE_ADMIN_KEY`) used on first start.
     pub bootstrap_admin_key: Option<String>,
+    /// Shared key for HMAC-signed leaked-secret reports (`TOLLGATE_LEAK_REPORT_KEY`);
+    /// without it only admin keys may report.
+    pub leak_report_key: Option<String>,
+    /// What a genuine leak report does.
+    pub leak_policy: tollgate_engine::LeakPolicy,
     /// The clock (tests inject a manual one).
     pub clock: Arc<dyn Clock>,
 }
@@ -81,6 +86,8 @@ impl ServeConfig {
             engine: EngineConfig::default(),
             throttle: ThrottleConfig::default(),
             bootstrap_admin_key: None,
+            leak_report_key: None,
+            leak_policy: tollgate_engine::LeakPolicy::default(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -179,7 +186,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     });
     let admin = tollgate_admin::AdminState::start(engine.clone(), Arc::new(keys), config.bootstrap_admin_key.clone())
         .await
-        .context("failed to start the admin API")?;
+        .context("failed to start the admin API")?
+        .with_leak_reports(config.leak_report_key.clone(), config.leak_policy);
     let generated_admin_key = admin.generated_bootstrap_key();
 
     let (stop, stopping) = watch::channel(false);

@@ -7,4 +7,5 @@ mod dashboard;
 mod engine;
 mod gateway;
 mod hostile;
+mod leaks;
 mod reliability;
