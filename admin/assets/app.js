@@ -203,7 +203,7 @@ async function renderList(params) {
         h("td", {}, badge(it.status)),
         h("td", {}, h("meter", { min: 0, max: it.usage_today.limit, value: it.usage_today.used, high: it.usage_today.limit * 0.8,
           "aria-label": "Usage today of " + it.name }), " ", num(it.usage_today.used) + " / " + num(it.usage_today.limit)),
-        h("td", {}, cur ? fmtDuration(cur.age_seconds) : "—"),
+        h("td", {}, cur ? fmtDuration(cur.age_seconds) + (cur.due_at ? " (due in " + fmtDuration(cur.due_in_seconds) + ")" : "") : "—"),
         h("td", {}, h("code", {}, it.client_id)));
     }));
     count.textContent = shown.length + " of " + rows.length + " loaded integrations shown" + (cursor ? " (more to load)" : "");
@@ -272,6 +272,8 @@ function renderCreate() {
   const quota = field("quota", "Daily request quota", h("input", { type: "number", min: 1, step: 1 }), "Requests per UTC day");
   const ttl = field("ttl", "Token lifetime (seconds)", h("input", { type: "number", min: 60, step: 1, value: 3600 }));
   const rate = field("rate", "Token requests per minute", h("input", { type: "number", min: 1, step: 1, value: 600 }));
+  const maxAge = field("max-age", "Maximum secret age (days)", h("input", { type: "number", min: 1, max: 3650, step: 1 }),
+    "Optional. Secrets stop working at this age; a notice is audited 14 days ahead");
   if (session.org) org.input.value = session.org;
 
   const form = h("form", { id: "create-form", novalidate: true, onsubmit: async (ev) => {
@@ -284,16 +286,19 @@ function renderCreate() {
     bad = invalid(quota, quota.input.value && Number.isInteger(q) && q >= 1 ? "" : "Enter a whole number of requests, at least 1.") || bad;
     bad = invalid(ttl, Number.isInteger(Number(ttl.input.value)) && Number(ttl.input.value) > 0 ? "" : "Enter a number of seconds.") || bad;
     bad = invalid(rate, Number.isInteger(Number(rate.input.value)) && Number(rate.input.value) > 0 ? "" : "Enter a whole number.") || bad;
+    const age = maxAge.input.value.trim() ? Number(maxAge.input.value) : null;
+    bad = invalid(maxAge, age === null || (Number.isInteger(age) && age >= 1 && age <= 3650) ? "" : "Enter 1 to 3650 days, or leave it empty for no limit.") || bad;
     if (bad) { form.querySelector("[aria-invalid=true]").focus(); return; }
     try {
       const created = await api("POST", "/admin/v1/integrations", {
         name: name.input.value.trim(), org_id: org.input.value.trim(), scopes: parseScopes(scopes.input.value),
         daily_quota: q, token_ttl_seconds: Number(ttl.input.value), token_requests_per_minute: Number(rate.input.value),
+        secret_max_age_days: age,
       });
       renderCreated(created);
     } catch (err) { showError(error, err); error.focus(); }
   } },
-    name.el, org.el, scopes.el, quota.el, ttl.el, rate.el, error,
+    name.el, org.el, scopes.el, quota.el, ttl.el, rate.el, maxAge.el, error,
     h("button", { type: "submit" }, "Create integration"));
   view("New integration", form);
   name.input.focus();
@@ -385,21 +390,25 @@ async function renderIntegration(id) {
       " " + num(it.usage_today.used) + " of " + num(it.usage_today.limit) + " (" + num(it.usage_today.remaining) + " left)"),
     h("dt", {}, "Token lifetime"), h("dd", {}, fmtDuration(it.token_ttl_seconds)),
     h("dt", {}, "Token requests"), h("dd", {}, it.token_requests_per_minute + " per minute"),
+    h("dt", {}, "Max secret age"), h("dd", { id: "max-age" }, it.secret_max_age_days ? it.secret_max_age_days + " days" : "no limit"),
     h("dt", {}, "Created"), h("dd", {}, fmtTime(it.created_at)),
     h("dt", {}, "Tokens valid after"), h("dd", {}, fmtTime(it.tokens_valid_after)));
 
   const secrets = h("table", { id: "secrets" },
-    h("thead", {}, h("tr", {}, ["Secret", "Slot", "Issued", "Age", "Expires", "Last used", "From"].map((t) => h("th", { scope: "col" }, t)))),
+    h("thead", {}, h("tr", {}, ["Secret", "Slot", "Issued", "Age", "Grace ends", "Due (max age)", "Last used", "From"].map((t) => h("th", { scope: "col" }, t)))),
     h("tbody", {}, it.secrets.map((s) => h("tr", { "data-role": s.role },
       h("td", {}, s.role === "current" ? "current" : s.expired ? "previous (expired)" : "previous (grace)"),
       h("td", {}, h("code", {}, s.slot_id)), h("td", {}, fmtTime(s.created_at)), h("td", {}, fmtDuration(s.age_seconds)),
-      h("td", {}, fmtTime(s.expires_at)), h("td", {}, fmtTime(s.last_used_at)), h("td", {}, s.last_used_ip || "—")))));
+      h("td", {}, fmtTime(s.expires_at)),
+      h("td", { class: s.due_at && s.due_in_seconds === 0 ? "alert" : null }, s.due_at ? fmtTime(s.due_at) + (s.due_in_seconds === 0 ? " — expired" : " (in " + fmtDuration(s.due_in_seconds) + ")") : "—"),
+      h("td", {}, fmtTime(s.last_used_at)), h("td", {}, s.last_used_ip || "—")))));
 
   // Settings: name, scopes, quota (PATCH only what changed).
   const settingsError = alertBox("settings-error");
   const sName = h("input", { type: "text", id: "edit-name", value: it.name, maxlength: 200 });
   const sScopes = h("input", { type: "text", id: "edit-scopes", value: it.scopes.join(" ") });
   const sQuota = h("input", { type: "number", id: "edit-quota", min: 1, step: 1, value: it.daily_quota });
+  const sMaxAge = h("input", { type: "number", id: "edit-max-age", min: 0, max: 3650, step: 1, value: it.secret_max_age_days || 0 });
   const settings = rw ? h("form", { id: "settings", class: "inline", onsubmit: async (ev) => {
     ev.preventDefault();
     settingsError.textContent = "";
@@ -409,6 +418,9 @@ async function renderIntegration(id) {
     const q = Number(sQuota.value);
     if (!Number.isInteger(q) || q < 1) { settingsError.textContent = "The daily quota must be a whole number of at least 1."; sQuota.focus(); return; }
     if (q !== it.daily_quota) change.daily_quota = q;
+    const age = Number(sMaxAge.value || 0);
+    if (!Number.isInteger(age) || age < 0 || age > 3650) { settingsError.textContent = "The maximum secret age must be 0 (no limit) to 3650 days."; sMaxAge.focus(); return; }
+    if (age !== (it.secret_max_age_days || 0)) change.secret_max_age_days = age;
     if (!Object.keys(change).length) { settingsError.textContent = "Nothing changed."; return; }
     try {
       await api("PATCH", "/admin/v1/integrations/" + it.id, change);
@@ -419,6 +431,7 @@ async function renderIntegration(id) {
     h("div", {}, h("label", { for: "edit-name" }, "Name"), sName),
     h("div", {}, h("label", { for: "edit-scopes" }, "Scopes"), sScopes),
     h("div", {}, h("label", { for: "edit-quota" }, "Daily quota"), sQuota),
+    h("div", {}, h("label", { for: "edit-max-age" }, "Max secret age (days, 0 = none)"), sMaxAge),
     h("button", { type: "submit", id: "save-settings" }, "Save")) : null;
 
   // Disable / enable / revoke.

@@ -37,6 +37,10 @@ pub struct SecretDto {
     pub expires_in_seconds: Option<u64>,
     /// Whether the grace window is over.
     pub expired: bool,
+    /// When the secret reaches the integration's maximum secret age and stops working.
+    pub due_at: Option<String>,
+    /// Seconds until then (server time); 0 once passed.
+    pub due_in_seconds: Option<u64>,
     /// Last successful use.
     pub last_used_at: Option<String>,
     /// From where.
@@ -73,6 +77,8 @@ pub struct IntegrationDto {
     pub token_ttl_seconds: u32,
     /// Token-endpoint rate.
     pub token_requests_per_minute: u32,
+    /// Secrets stop working at this age in days; `null`: no limit.
+    pub secret_max_age_days: Option<u32>,
     /// `active`, `disabled` or `revoked`.
     pub status: &'static str,
     /// Why disabled.
@@ -108,6 +114,8 @@ impl IntegrationDto {
                 expires_at: s.expires_at_ms.map(rfc3339),
                 expires_in_seconds: s.expires_at_ms.map(|at| at.saturating_sub(now_ms) / 1000),
                 expired: s.is_expired,
+                due_at: s.due_at_ms.map(rfc3339),
+                due_in_seconds: s.due_at_ms.map(|due| due.saturating_sub(now_ms) / 1000),
                 last_used_at: s.last_used.as_ref().map(|u| rfc3339(u.at_ms)),
                 last_used_ip: s.last_used.as_ref().map(|u| u.ip.clone()),
             })
@@ -123,6 +131,7 @@ impl IntegrationDto {
             daily_quota: limit,
             token_ttl_seconds: v.token_ttl_seconds,
             token_requests_per_minute: v.token_requests_per_minute,
+            secret_max_age_days: v.secret_max_age_days,
             status: v.status.as_str(),
             disabled_reason: v.disabled_reason.clone(),
             secrets,

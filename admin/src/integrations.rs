@@ -62,6 +62,8 @@ pub struct CreateRequest {
     pub token_ttl_seconds: Option<u32>,
     /// Token-endpoint rate (default 600).
     pub token_requests_per_minute: Option<u32>,
+    /// Secrets stop working at this age (1–3650 days; default: no limit).
+    pub secret_max_age_days: Option<u32>,
 }
 
 /// `PATCH /admin/v1/integrations/{id}` body.
@@ -78,6 +80,8 @@ pub struct UpdateRequest {
     pub token_ttl_seconds: Option<u32>,
     /// New token-endpoint rate.
     pub token_requests_per_minute: Option<u32>,
+    /// New maximum secret age in days (1–3650); 0 removes the limit.
+    pub secret_max_age_days: Option<u32>,
 }
 
 /// `POST .../disable` body (optional).
@@ -204,6 +208,7 @@ async fn create(
         daily_quota: DailyQuota::new(body.daily_quota)?,
         token_ttl_seconds: body.token_ttl_seconds,
         token_requests_per_minute: body.token_requests_per_minute,
+        secret_max_age_days: body.secret_max_age_days,
     };
     let created = state.engine.create_integration(new, &principal.context()).await?;
     let body = CreatedDto {
@@ -306,15 +311,17 @@ async fn update(
         daily_quota: body.daily_quota.map(DailyQuota::new).transpose()?,
         token_ttl_seconds: body.token_ttl_seconds,
         token_requests_per_minute: body.token_requests_per_minute,
+        secret_max_age_days: body.secret_max_age_days,
     };
     if update.name.is_none()
         && update.scopes.is_none()
         && update.daily_quota.is_none()
         && update.token_ttl_seconds.is_none()
         && update.token_requests_per_minute.is_none()
+        && update.secret_max_age_days.is_none()
     {
         return Err(ApiError::Unprocessable(
-            "nothing to change: send at least one of name, scopes, daily_quota, token_ttl_seconds, token_requests_per_minute".into(),
+            "nothing to change: send at least one of name, scopes, daily_quota, token_ttl_seconds, token_requests_per_minute, secret_max_age_days".into(),
         ));
     }
     let view = state

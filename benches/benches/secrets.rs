@@ -79,6 +79,7 @@ fn secret_verification(c: &mut Criterion) {
                 daily_quota: DailyQuota::new(1_000).expect("quota"),
                 token_ttl_seconds: None,
                 token_requests_per_minute: Some(10_000_000),
+                secret_max_age_days: None,
             },
             &AdminContext::default(),
         ))

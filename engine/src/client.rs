@@ -19,7 +19,8 @@ use tollgate_storage::model::{DayUsage, IntegrationRecord, IntegrationStatus, Sc
 use crate::clock::day_of;
 use crate::engine::{
     AdminContext, AuthOutcome, AuthRefusal, CheckOutcome, EngineError, EngineResult, Grant, IntegrationUpdate,
-    IntegrationView, LeakPolicy, Refusal, RequestContext, RotationMode, Shared, TokenContext,
+    IntegrationView, LeakPolicy, Refusal, RequestContext, RotationMode, Shared, TokenContext, expiry_notice_ms,
+    secret_due_at_ms,
 };
 use crate::quota::{Admission, QuotaCounter};
 use crate::secret::{SecretDigest, digests_equal};
@@ -590,7 +591,18 @@ impl ClientState {
                 return AuthStep::NeedsHash { phc: slot.phc.clone() };
             }
         }
+        let due = secret_due_at_ms(&self.rec, slot).map(|due| (due, slot.expiry_noticed));
         self.verified.insert(slot_id.clone(), *digest);
+        // The maximum secret age is checked only once the secret is known to be
+        // right, so a guesser learns nothing from it.
+        if let (Some(max_age), Some((due, noticed))) = (self.rec.secret_max_age_seconds, due) {
+            if due <= now {
+                return AuthStep::Done(AuthOutcome::Refused(AuthRefusal::SecretTooOld));
+            }
+            if due - now <= expiry_notice_ms(max_age) && !noticed {
+                self.notice_expiry(now, slot_id, due);
+            }
+        }
         let scopes = match requested_scopes {
             None => self.rec.scopes.clone(),
             Some(requested) if requested.iter().all(|s| self.rec.scopes.contains(s)) => requested,
@@ -623,6 +635,34 @@ impl ClientState {
             slot_id: slot_id.clone(),
             audit_seq: 0,
         }))
+    }
+
+    /// Audits `secret.expiring` once per slot (the flag is persisted with it).
+    fn notice_expiry(&mut self, now: u64, slot_id: &SlotId, due_at_ms: u64) {
+        let mut rec = self.rec.clone();
+        for slot in [&mut rec.current_secret, &mut rec.previous_secret]
+            .into_iter()
+            .flatten()
+        {
+            if &slot.slot_id == slot_id {
+                slot.expiry_noticed = true;
+            }
+        }
+        let mut event = self.event(now, "secret.expiring", "notice");
+        event.slot_id = Some(slot_id.clone());
+        event.details = serde_json::json!({ "due_at_ms": due_at_ms,
+            "days_left": due_at_ms.saturating_sub(now) / 86_400_000 });
+        match self
+            .shared
+            .storage
+            .batch()
+            .put_integration(&rec)
+            .audit(event)
+            .commit_detached()
+        {
+            Ok(()) => self.rec = rec,
+            Err(e) => tracing::warn!(integration = %self.rec.id, error = %e, "could not record the expiry notice"),
+        }
     }
 
     async fn revoke_token(
@@ -691,6 +731,14 @@ impl ClientState {
                         serde_json::json!({ "from": rec.token_requests_per_minute, "to": rate }),
                     );
                     rec.token_requests_per_minute = rate;
+                }
+                if let Some(days) = update.secret_max_age_days {
+                    let seconds = (days > 0).then_some(u64::from(days) * 86_400);
+                    changed.insert(
+                        "secret_max_age_days".into(),
+                        serde_json::json!({ "from": rec.secret_max_age_seconds.map(|s| s / 86_400), "to": seconds.map(|s| s / 86_400) }),
+                    );
+                    rec.secret_max_age_seconds = seconds;
                 }
                 (
                     "integration.updated",

@@ -152,6 +152,8 @@ pub struct NewIntegration {
     pub token_ttl_seconds: Option<u32>,
     /// Token-endpoint rate; the configured default when `None`.
     pub token_requests_per_minute: Option<u32>,
+    /// Secrets stop working at this age (1–3650 days); `None`: no limit.
+    pub secret_max_age_days: Option<u32>,
 }
 
 /// Changes to an integration's configuration; `None` keeps a field.
@@ -167,6 +169,8 @@ pub struct IntegrationUpdate {
     pub token_ttl_seconds: Option<u32>,
     /// New token-endpoint rate.
     pub token_requests_per_minute: Option<u32>,
+    /// New maximum secret age in days; `Some(0)` removes the limit.
+    pub secret_max_age_days: Option<u32>,
 }
 
 /// How to rotate a secret.
@@ -267,6 +271,8 @@ pub struct SlotView {
     pub expires_at_ms: Option<u64>,
     /// Whether a previous secret's grace window is over.
     pub is_expired: bool,
+    /// When the secret reaches the integration's maximum secret age (Unix ms).
+    pub due_at_ms: Option<u64>,
     /// Last successful use, if any.
     pub last_used: Option<SlotUse>,
 }
@@ -304,6 +310,8 @@ pub struct IntegrationView {
     pub created_at_ms: u64,
     /// Last changed (Unix ms).
     pub updated_at_ms: u64,
+    /// Maximum secret age in days, if limited.
+    pub secret_max_age_days: Option<u32>,
 }
 
 impl IntegrationView {
@@ -325,6 +333,7 @@ impl IntegrationView {
                     created_at_ms: slot.created_at_ms,
                     expires_at_ms: slot.expires_at_ms,
                     is_expired: slot.expires_at_ms.is_some_and(|e| e <= now_ms),
+                    due_at_ms: secret_due_at_ms(rec, slot),
                     last_used: uses(&slot.slot_id),
                 });
             }
@@ -345,7 +354,35 @@ impl IntegrationView {
             used_today,
             created_at_ms: rec.created_at_ms,
             updated_at_ms: rec.updated_at_ms,
+            secret_max_age_days: rec.secret_max_age_seconds.map(|s| (s / 86_400) as u32),
         }
+    }
+}
+
+/// Longest maximum secret age, in days (ten years).
+pub const MAX_SECRET_AGE_DAYS: u32 = 3650;
+
+/// How long before a secret's maximum age `secret.expiring` is audited: 14 days, or
+/// half the maximum age when that is shorter.
+pub fn expiry_notice_ms(max_age_seconds: u64) -> u64 {
+    (14 * 86_400_000u64).min(max_age_seconds * 500)
+}
+
+/// When `slot` reaches `rec`'s maximum secret age.
+pub fn secret_due_at_ms(rec: &IntegrationRecord, slot: &SecretSlot) -> Option<u64> {
+    rec.secret_max_age_seconds
+        .map(|max| slot.created_at_ms.saturating_add(max * 1000))
+}
+
+/// Validates a maximum secret age in days (1–3650).
+pub(crate) fn check_max_age_days(days: u32) -> EngineResult<u64> {
+    if (1..=MAX_SECRET_AGE_DAYS).contains(&days) {
+        Ok(u64::from(days) * 86_400)
+    } else {
+        Err(EngineError::Invalid(ValidationError {
+            what: "secret_max_age_days",
+            problem: format!("must be 1 to {MAX_SECRET_AGE_DAYS} days (got {days})"),
+        }))
     }
 }
 
@@ -467,6 +504,8 @@ pub enum AuthRefusal {
     WrongSecret,
     /// The secret was rotated out and its grace window is over.
     SecretExpired,
+    /// The secret is older than the integration's maximum secret age.
+    SecretTooOld,
     /// The integration is disabled.
     Disabled,
     /// The integration is revoked.
@@ -490,6 +529,7 @@ impl AuthRefusal {
             Self::MalformedSecret(_) => "malformed_secret",
             Self::WrongSecret => "wrong_secret",
             Self::SecretExpired => "secret_expired",
+            Self::SecretTooOld => "secret_max_age_exceeded",
             Self::Disabled => "integration_disabled",
             Self::Revoked => "integration_revoked",
             Self::InvalidScope => "invalid_scope",
@@ -720,6 +760,7 @@ impl Engine {
             phc,
             created_at_ms: self.now_ms(),
             expires_at_ms: None,
+            expiry_noticed: false,
         };
         Ok((secret, slot))
     }
@@ -739,6 +780,7 @@ impl Engine {
             new.token_requests_per_minute
                 .unwrap_or(config.default_token_requests_per_minute),
         )?;
+        let secret_max_age_seconds = new.secret_max_age_days.map(check_max_age_days).transpose()?;
         let (secret, slot) = self.hash_new_secret().await?;
         let now = self.now_ms();
         let rec = IntegrationRecord {
@@ -757,6 +799,7 @@ impl Engine {
             tokens_valid_after_ms: 0,
             created_at_ms: now,
             updated_at_ms: now,
+            secret_max_age_seconds,
         };
         let event = AuditEvent {
             at_ms: now,
@@ -837,6 +880,9 @@ impl Engine {
         }
         if let Some(rate) = update.token_requests_per_minute {
             check_token_rate(rate)?;
+        }
+        if let Some(days) = update.secret_max_age_days.filter(|d| *d != 0) {
+            check_max_age_days(days)?;
         }
         self.admin(id, AdminOp::Update(update), ctx).await
     }

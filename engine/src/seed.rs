@@ -44,9 +44,11 @@ pub async fn seed_integrations(
                     phc: "seeded-without-a-secret".into(),
                     created_at_ms: 0,
                     expires_at_ms: None,
+                    expiry_noticed: false,
                 }),
                 previous_secret: None,
                 tokens_valid_after_ms: 0,
+                secret_max_age_seconds: None,
                 created_at_ms: 0,
                 updated_at_ms: 0,
             };

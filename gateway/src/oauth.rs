@@ -275,6 +275,12 @@ async fn authenticate(
             "too many token requests for this client; reuse the token you have until it expires, or retry after the time in Retry-After",
         )
         .retry_after(retry_after)),
+        AuthOutcome::Refused(AuthRefusal::SecretTooOld) => {
+            // Only a caller with the right secret gets here, so it may know why.
+            Err(OAuthError::invalid_client(
+                "the client secret is older than this integration's maximum secret age and no longer works: ask your Tollgate admin to rotate it",
+            ))
+        }
         AuthOutcome::Refused(AuthRefusal::MalformedSecret(e)) => {
             record_failure(state, &keys, now).await;
             Err(OAuthError::invalid_client(e.to_string()))

@@ -303,6 +303,9 @@ pub struct SecretSlot {
     pub created_at_ms: u64,
     /// Set on the previous slot during a rotation: the end of its grace window.
     pub expires_at_ms: Option<u64>,
+    /// Whether `secret.expiring` was already audited for this slot (max secret age).
+    #[serde(default)]
+    pub expiry_noticed: bool,
 }
 
 /// Everything Tollgate knows about one integration, as persisted.
@@ -338,6 +341,9 @@ pub struct IntegrationRecord {
     pub created_at_ms: u64,
     /// Last change (Unix ms).
     pub updated_at_ms: u64,
+    /// Secrets older than this stop working (`None`: no limit).
+    #[serde(default)]
+    pub secret_max_age_seconds: Option<u64>,
 }
 
 /// When and from where a secret slot was last used successfully.

@@ -18,15 +18,18 @@ fn sample_integration() -> IntegrationRecord {
             phc: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
             created_at_ms: 1,
             expires_at_ms: None,
+            expiry_noticed: false,
         }),
         previous_secret: Some(SecretSlot {
             slot_id: SlotId::generate(),
             phc: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$b2xk".into(),
             created_at_ms: 0,
             expires_at_ms: Some(99),
+            expiry_noticed: false,
         }),
         tokens_valid_after_ms: 5,
         created_at_ms: 1,
+        secret_max_age_seconds: Some(90 * 86_400),
         updated_at_ms: 2,
     }
 }
@@ -268,4 +271,18 @@ fn a_data_dir_in_use_by_another_handle_is_refused() {
         Err(StorageError::Io(msg)) => assert!(msg.contains("cannot open data directory"), "{msg}"),
         other => panic!("expected a lock error, got {other:?}"),
     }
+}
+
+#[test]
+fn records_written_before_secret_max_age_still_read() {
+    let mut value = serde_json::to_value(sample_integration()).unwrap();
+    let object = value.as_object_mut().unwrap();
+    object.remove("secret_max_age_seconds");
+    object["current_secret"]
+        .as_object_mut()
+        .unwrap()
+        .remove("expiry_noticed");
+    let old: IntegrationRecord = serde_json::from_value(value).unwrap();
+    assert_eq!(old.secret_max_age_seconds, None);
+    assert!(!old.current_secret.unwrap().expiry_noticed);
 }

@@ -71,6 +71,7 @@ impl TestEngine {
                     daily_quota: DailyQuota::new(quota).unwrap(),
                     token_ttl_seconds: None,
                     token_requests_per_minute: None,
+                    secret_max_age_days: None,
                 },
                 &AdminContext::default(),
             )

@@ -43,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
                         daily_quota: DailyQuota::new(100_000)?,
                         token_ttl_seconds: None,
                         token_requests_per_minute: None,
+                        secret_max_age_days: None,
                     },
                     &AdminContext::default(),
                 )

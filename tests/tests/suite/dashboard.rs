@@ -63,6 +63,12 @@ async fn an_admin_runs_the_whole_lifecycle_in_the_browser() {
         browser.fill("#org", "acme").await?;
         browser.fill("#scopes", "conversations:read messages:write").await?;
         browser.fill("#quota", "1000").await?;
+        browser.fill("#max-age", "99999").await?;
+        browser.click("#create-form button[type=submit]").await?;
+        browser
+            .wait_text("#max-age-error", "the max-age message", |t| t.contains("3650"))
+            .await?;
+        browser.fill("#max-age", "90").await?;
         browser.click("#create-form button[type=submit]").await?;
         let secret = browser.value("#new-secret").await?;
         let client_id = browser.text("#new-client-id").await?;
@@ -94,6 +100,11 @@ async fn an_admin_runs_the_whole_lifecycle_in_the_browser() {
         // The integration page never shows the secret again.
         browser.click("#go-integration").await?;
         browser.find("#secrets").await?;
+        browser
+            .wait_text("#max-age", "the maximum secret age", |t| t == "90 days")
+            .await?;
+        let due = browser.text("#secrets tr[data-role='current']").await?;
+        ensure!(due.contains("2027-02-26 10:00:00 UTC"), "the secret's due date: {due}");
         browser.find("#chart-days").await?;
         browser
             .wait_text("#used-today", "today's usage", |t| t.contains("7 of 1,000"))

@@ -511,6 +511,7 @@ async fn the_token_rate_limit_refuses_with_a_retry_time() {
                 daily_quota: DailyQuota::new(100).unwrap(),
                 token_ttl_seconds: None,
                 token_requests_per_minute: Some(2),
+                secret_max_age_days: None,
             },
             &AdminContext::default(),
         )

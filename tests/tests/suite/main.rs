@@ -5,6 +5,7 @@ mod cli;
 mod crash;
 mod dashboard;
 mod engine;
+mod expiry;
 mod gateway;
 mod hostile;
 mod leaks;
