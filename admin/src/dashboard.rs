@@ -143,6 +143,18 @@ struct SessionInfo {
     expires_at: String,
 }
 
+impl SessionInfo {
+    fn new(principal: &Principal, csrf_token: String, expires_at_ms: u64) -> Self {
+        Self {
+            csrf_token,
+            admin_key_id: principal.key_id.to_string(),
+            org_id: principal.org.as_ref().map(ToString::to_string),
+            read_only: principal.is_read_only,
+            expires_at: crate::dto::rfc3339(expires_at_ms),
+        }
+    }
+}
+
 fn session_cookie_of(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
@@ -200,13 +212,7 @@ async fn sign_in(
         now,
     );
     audit_sign_in(&state, Some(principal.key_id.clone()), ip, "success").await?;
-    let info = SessionInfo {
-        csrf_token: csrf,
-        admin_key_id: principal.key_id.to_string(),
-        org_id: principal.org.as_ref().map(ToString::to_string),
-        read_only: principal.is_read_only,
-        expires_at: crate::dto::rfc3339(expires_at_ms),
-    };
+    let info = SessionInfo::new(&principal, csrf, expires_at_ms);
     let mut response = (StatusCode::CREATED, Json(info)).into_response();
     response
         .headers_mut()
@@ -237,13 +243,7 @@ async fn audit_sign_in(
 /// token back), or 401.
 async fn current(State(state): State<AdminState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let (principal, csrf, expires_at_ms) = resolve(&state, &headers, false).await?;
-    let info = SessionInfo {
-        csrf_token: csrf,
-        admin_key_id: principal.key_id.to_string(),
-        org_id: principal.org.as_ref().map(ToString::to_string),
-        read_only: principal.is_read_only,
-        expires_at: crate::dto::rfc3339(expires_at_ms),
-    };
+    let info = SessionInfo::new(&principal, csrf, expires_at_ms);
     let mut response = Json(info).into_response();
     security_headers(response.headers_mut());
     Ok(response)

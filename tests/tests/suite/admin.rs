@@ -608,6 +608,7 @@ async fn the_openapi_document_describes_exactly_the_mounted_routes() {
         ("GET", "/admin/v1/integrations/{id}/usage"),
         ("GET", "/admin/v1/signing-keys"),
         ("POST", "/admin/v1/signing-keys/rotate"),
+        ("POST", "/admin/v1/secret-leaks"),
     ];
     let mut expected: Vec<(String, String)> = mounted.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     expected.sort();
