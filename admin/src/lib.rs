@@ -11,6 +11,7 @@
 //! - [`audit`]: the global audit log, JSON Lines export, chain verification.
 //! - [`keys`]: admin keys and token-signing keys.
 //! - [`leaks`]: leaked-secret reports (HMAC-signed or with an admin key).
+//! - [`webhooks`]: webhook endpoints and their deliveries.
 //! - [`dashboard`]: the web dashboard (embedded page, script and session sign-in).
 //! - [`error`]: [`error::ApiError`] and the JSON extractor.
 //! - [`dto`]: response shapes and time formatting.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod integrations;
 pub mod keys;
 pub mod leaks;
+pub mod webhooks;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -157,6 +159,7 @@ impl AdminState {
         (name = "audit", description = "The hash-chained audit log"),
         (name = "keys", description = "Admin keys and token-signing keys"),
         (name = "leaks", description = "Reports of leaked secrets from secret scanners"),
+        (name = "webhooks", description = "Signed event notifications and their deliveries"),
     )
 )]
 struct ApiDoc;
@@ -183,6 +186,7 @@ pub fn routes() -> (Router<AdminState>, utoipa::openapi::OpenApi) {
         .merge(audit::router())
         .merge(keys::router())
         .merge(leaks::router())
+        .merge(webhooks::router())
         .split_for_parts()
 }
 

@@ -23,6 +23,10 @@ use crate::engine::{
     secret_due_at_ms,
 };
 use crate::quota::{Admission, QuotaCounter};
+
+/// A previous secret used this close to the end of its grace window gets one
+/// `secret.grace_ending` notice (its owner has not switched yet).
+pub const GRACE_ENDING_NOTICE: Duration = Duration::from_secs(3600);
 use crate::secret::{SecretDigest, digests_equal};
 
 /// Admin operations, all taken inside the owning actor.
@@ -592,6 +596,7 @@ impl ClientState {
             }
         }
         let due = secret_due_at_ms(&self.rec, slot).map(|due| (due, slot.expiry_noticed));
+        let grace_end = slot.expires_at_ms.filter(|_| !slot.grace_noticed);
         self.verified.insert(slot_id.clone(), *digest);
         // The maximum secret age is checked only once the secret is known to be
         // right, so a guesser learns nothing from it.
@@ -600,8 +605,17 @@ impl ClientState {
                 return AuthStep::Done(AuthOutcome::Refused(AuthRefusal::SecretTooOld));
             }
             if due - now <= expiry_notice_ms(max_age) && !noticed {
-                self.notice_expiry(now, slot_id, due);
+                let details = serde_json::json!({ "due_at_ms": due, "days_left": (due - now) / 86_400_000 });
+                self.notice(now, slot_id, "secret.expiring", details, |s| s.expiry_noticed = true);
             }
+        }
+        // The old secret still in use near the end of its grace window.
+        if let Some(end) = grace_end
+            && end.saturating_sub(now) <= GRACE_ENDING_NOTICE.as_millis() as u64
+        {
+            let details =
+                serde_json::json!({ "grace_ends_at_ms": end, "seconds_left": end.saturating_sub(now) / 1000 });
+            self.notice(now, slot_id, "secret.grace_ending", details, |s| s.grace_noticed = true);
         }
         let scopes = match requested_scopes {
             None => self.rec.scopes.clone(),
@@ -637,21 +651,28 @@ impl ClientState {
         }))
     }
 
-    /// Audits `secret.expiring` once per slot (the flag is persisted with it).
-    fn notice_expiry(&mut self, now: u64, slot_id: &SlotId, due_at_ms: u64) {
+    /// Audits a notice about a secret slot once (`mark` sets the slot's flag, which is
+    /// persisted in the same commit).
+    fn notice(
+        &mut self,
+        now: u64,
+        slot_id: &SlotId,
+        kind: &str,
+        details: serde_json::Value,
+        mark: fn(&mut SecretSlot),
+    ) {
         let mut rec = self.rec.clone();
         for slot in [&mut rec.current_secret, &mut rec.previous_secret]
             .into_iter()
             .flatten()
         {
             if &slot.slot_id == slot_id {
-                slot.expiry_noticed = true;
+                mark(slot);
             }
         }
-        let mut event = self.event(now, "secret.expiring", "notice");
+        let mut event = self.event(now, kind, "notice");
         event.slot_id = Some(slot_id.clone());
-        event.details = serde_json::json!({ "due_at_ms": due_at_ms,
-            "days_left": due_at_ms.saturating_sub(now) / 86_400_000 });
+        event.details = details;
         match self
             .shared
             .storage
@@ -661,7 +682,7 @@ impl ClientState {
             .commit_detached()
         {
             Ok(()) => self.rec = rec,
-            Err(e) => tracing::warn!(integration = %self.rec.id, error = %e, "could not record the expiry notice"),
+            Err(e) => tracing::warn!(integration = %self.rec.id, error = %e, kind, "could not record a secret notice"),
         }
     }
 

@@ -761,6 +761,7 @@ impl Engine {
             created_at_ms: self.now_ms(),
             expires_at_ms: None,
             expiry_noticed: false,
+            grace_noticed: false,
         };
         Ok((secret, slot))
     }

@@ -18,6 +18,7 @@
 //! - [`ring`]: the consistent hash ring.
 //! - [`seed`]: bulk seeding for benchmarks and load tests.
 //! - [`clock`]: injected time.
+//! - [`webhook`]: webhook events from the audit log, the durable outbox, retries.
 
 pub mod client;
 pub mod clock;
@@ -27,6 +28,7 @@ pub mod ring;
 pub mod secret;
 pub mod seed;
 pub mod shard;
+pub mod webhook;
 
 pub use engine::*;
 pub use tollgate_storage as storage;

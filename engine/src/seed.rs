@@ -45,6 +45,7 @@ pub async fn seed_integrations(
                     created_at_ms: 0,
                     expires_at_ms: None,
                     expiry_noticed: false,
+                    grace_noticed: false,
                 }),
                 previous_secret: None,
                 tokens_valid_after_ms: 0,

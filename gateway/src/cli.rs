@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway and the admin API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage integrations through a running server's admin API.
     Integrations {
         #[command(subcommand)]
@@ -99,6 +99,12 @@ struct ServeArgs {
     /// What a genuine leaked-secret report does: kill_slot or disable [default: kill_slot].
     #[arg(long, env = "TOLLGATE_LEAK_POLICY")]
     leak_policy: Option<String>,
+    /// Webhook retry delay after the first failure, doubling up to 1 h [default: 5000].
+    #[arg(long, env = "TOLLGATE_WEBHOOK_BACKOFF_MS")]
+    webhook_backoff_ms: Option<u64>,
+    /// Hours after which a failing webhook delivery is given up [default: 24].
+    #[arg(long, env = "TOLLGATE_WEBHOOK_GIVE_UP_HOURS")]
+    webhook_give_up_hours: Option<u64>,
 }
 
 impl ServeArgs {
@@ -126,7 +132,9 @@ impl ServeArgs {
             max_in_flight,
             shards,
             log_format,
-            leak_policy
+            leak_policy,
+            webhook_backoff_ms,
+            webhook_give_up_hours
         );
         Ok(self)
     }
@@ -191,6 +199,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.leak_policy = tollgate_engine::LeakPolicy::parse(policy)
             .ok_or_else(|| anyhow::anyhow!("--leak-policy must be kill_slot or disable, not `{policy}`"))?;
     }
+    if let Some(ms) = args.webhook_backoff_ms {
+        if ms == 0 {
+            bail!("--webhook-backoff-ms must be at least 1");
+        }
+        config.webhooks.retry.backoff_base = std::time::Duration::from_millis(ms);
+    }
+    if let Some(hours) = args.webhook_give_up_hours {
+        if !(1..=24 * 30).contains(&hours) {
+            bail!("--webhook-give-up-hours must be 1 to 720");
+        }
+        config.webhooks.retry.give_up_after = std::time::Duration::from_secs(hours * 3600);
+    }
     // A secret, so only from the environment (never a flag, which `ps` shows).
     config.leak_report_key = std::env::var("TOLLGATE_LEAK_REPORT_KEY").ok().filter(|k| !k.is_empty());
 
@@ -230,7 +250,7 @@ async fn shutdown_signal() {
 /// Parses the command line and runs the chosen command.
 pub async fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Integrations { command, api } => crate::admin_cli::integrations(api, command).await,
         Command::Audit { command, api } => crate::admin_cli::audit(api, command).await,
         Command::AdminKeys { command, api } => crate::admin_cli::admin_keys(api, command).await,

@@ -27,6 +27,7 @@ pub mod oauth;
 pub mod policy;
 pub mod serve;
 pub mod throttle;
+pub mod webhooks;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -65,6 +65,8 @@ pub struct ServeConfig {
     pub leak_report_key: Option<String>,
     /// What a genuine leak report does.
     pub leak_policy: tollgate_engine::LeakPolicy,
+    /// The webhook sender.
+    pub webhooks: crate::webhooks::WebhookSettings,
     /// The clock (tests inject a manual one).
     pub clock: Arc<dyn Clock>,
 }
@@ -88,6 +90,7 @@ impl ServeConfig {
             bootstrap_admin_key: None,
             leak_report_key: None,
             leak_policy: tollgate_engine::LeakPolicy::default(),
+            webhooks: crate::webhooks::WebhookSettings::default(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -209,6 +212,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         }));
     }
     tokio::spawn(summarise_throttling(engine.clone(), throttle, stopping.clone()));
+    tokio::spawn(crate::webhooks::run(
+        engine.clone(),
+        config.webhooks.clone(),
+        stopping.clone(),
+    ));
     tokio::spawn(metrics_upkeep(metrics, stopping));
     Ok(Running {
         gateway_addr,

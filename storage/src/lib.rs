@@ -23,9 +23,12 @@ use tokio::sync::oneshot;
 use crate::audit::{AuditEntry, AuditEvent, AuditFilter, BrokenLink, ChainReport, GENESIS_HASH};
 use crate::commit::{ChainHead, CommitRequest, WriteOp};
 use crate::model::{
-    AdminKeyId, AdminKeyRecord, ClientId, DayUsage, IntegrationId, IntegrationRecord, OrgId, SigningKeyRecord, SlotId,
-    SlotUse,
+    AdminKeyId, AdminKeyRecord, ClientId, DayUsage, DeliveryRecord, DeliveryStatus, IntegrationId, IntegrationRecord,
+    OrgId, SigningKeyRecord, SlotId, SlotUse, WebhookId, WebhookRecord,
 };
+
+/// Meta key of the webhook fan-out cursor (an audit seq).
+const WEBHOOK_CURSOR_KEY: &str = "webhook_cursor";
 
 /// sled page-cache capacity.
 pub const CACHE_CAPACITY_BYTES: u64 = 128 * 1024 * 1024;
@@ -106,6 +109,11 @@ pub(crate) struct Trees {
     pub(crate) audit_by_integration: sled::Tree,
     admin_keys: sled::Tree,
     signing_keys: sled::Tree,
+    webhooks: sled::Tree,
+    /// Deliveries by webhook id + seq.
+    deliveries: sled::Tree,
+    /// Pending deliveries: seq → webhook id (the outbox).
+    outbox: sled::Tree,
 }
 
 impl Trees {
@@ -123,6 +131,9 @@ impl Trees {
             audit_by_integration: db.open_tree("audit_by_integration")?,
             admin_keys: db.open_tree("admin_keys")?,
             signing_keys: db.open_tree("signing_keys")?,
+            webhooks: db.open_tree("webhooks")?,
+            deliveries: db.open_tree("webhook_deliveries")?,
+            outbox: db.open_tree("webhook_outbox")?,
         })
     }
 }
@@ -466,6 +477,94 @@ impl Storage {
         Ok(out)
     }
 
+    // ---- webhooks -----------------------------------------------------------------
+
+    /// Every webhook endpoint.
+    pub fn webhooks(&self) -> Result<Vec<WebhookRecord>> {
+        let mut out = Vec::new();
+        for item in self.inner.trees.webhooks.iter() {
+            let (_, value) = item?;
+            out.push(decode_json("webhook", &value)?);
+        }
+        Ok(out)
+    }
+
+    /// One webhook endpoint.
+    pub fn webhook(&self, id: &WebhookId) -> Result<Option<WebhookRecord>> {
+        self.inner
+            .trees
+            .webhooks
+            .get(id.as_str())?
+            .map(|v| decode_json("webhook", &v))
+            .transpose()
+    }
+
+    /// A fresh, increasing delivery number (unique across restarts).
+    pub fn next_delivery_seq(&self) -> Result<u64> {
+        Ok(self.inner.db.generate_id()? + 1)
+    }
+
+    /// The last audit entry already turned into deliveries.
+    pub fn webhook_cursor(&self) -> Result<u64> {
+        Ok(self
+            .inner
+            .trees
+            .meta
+            .get(WEBHOOK_CURSOR_KEY)?
+            .and_then(|v| be_u64(&v))
+            .unwrap_or(0))
+    }
+
+    /// Pending deliveries, oldest first (at most `limit`).
+    pub fn pending_deliveries(&self, limit: usize) -> Result<Vec<DeliveryRecord>> {
+        let mut out = Vec::new();
+        for item in self.inner.trees.outbox.iter().take(limit) {
+            let (key, webhook) = item?;
+            let mut full = webhook.to_vec();
+            full.push(0);
+            full.extend_from_slice(&key);
+            if let Some(value) = self.inner.trees.deliveries.get(full)? {
+                out.push(decode_json("delivery", &value)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A webhook's deliveries, newest first, strictly before `before_seq`.
+    pub fn deliveries_of(&self, id: &WebhookId, before_seq: Option<u64>, limit: usize) -> Result<Vec<DeliveryRecord>> {
+        let mut start = id.as_str().as_bytes().to_vec();
+        start.push(0);
+        let mut end = start.clone();
+        end.extend_from_slice(&before_seq.unwrap_or(u64::MAX).to_be_bytes());
+        let mut out = Vec::new();
+        for item in self.inner.trees.deliveries.range(start..end).rev().take(limit) {
+            let (_, value) = item?;
+            out.push(decode_json("delivery", &value)?);
+        }
+        Ok(out)
+    }
+
+    /// The newest audit entry's sequence number (0 when the log is empty).
+    pub fn last_audit_seq(&self) -> Result<u64> {
+        Ok(self
+            .inner
+            .trees
+            .audit
+            .last()?
+            .and_then(|(key, _)| be_u64(&key))
+            .unwrap_or(0))
+    }
+
+    /// Audit entries after `seq`, oldest first (at most `limit`).
+    pub fn audit_after(&self, seq: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        let mut out = Vec::new();
+        for item in self.inner.trees.audit.range((seq + 1).to_be_bytes()..).take(limit) {
+            let (key, value) = item?;
+            out.push(decode_audit(&key, &value)?);
+        }
+        Ok(out)
+    }
+
     // ---- audit --------------------------------------------------------------------
 
     /// Audit entries matching `filter`, newest first, strictly before `before_seq`.
@@ -724,6 +823,47 @@ impl Batch<'_> {
     pub fn put_signing_key(mut self, rec: &SigningKeyRecord) -> Self {
         let tree = self.storage.inner.trees.signing_keys.clone();
         self.put_json(tree, rec.kid.as_str(), rec);
+        self
+    }
+
+    /// Writes a webhook endpoint.
+    pub fn put_webhook(mut self, rec: &WebhookRecord) -> Self {
+        let tree = self.storage.inner.trees.webhooks.clone();
+        self.put_json(tree, rec.id.as_str(), rec);
+        self
+    }
+
+    /// Deletes a webhook endpoint (its delivery history stays).
+    pub fn remove_webhook(mut self, id: &WebhookId) -> Self {
+        let tree = self.storage.inner.trees.webhooks.clone();
+        self.ops.push(WriteOp::Remove {
+            tree,
+            key: id.as_str().as_bytes().to_vec(),
+        });
+        self
+    }
+
+    /// Writes a delivery; a pending one is (still) in the outbox, a finished one leaves it.
+    pub fn put_delivery(mut self, rec: &DeliveryRecord) -> Self {
+        let trees = &self.storage.inner.trees;
+        let (deliveries, outbox) = (trees.deliveries.clone(), trees.outbox.clone());
+        let mut key = rec.webhook_id.as_str().as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(&rec.seq.to_be_bytes());
+        self.put_json(deliveries, key, rec);
+        let seq = rec.seq.to_be_bytes().to_vec();
+        if rec.status == DeliveryStatus::Pending {
+            self.put(outbox, seq, rec.webhook_id.as_str().as_bytes().to_vec());
+        } else {
+            self.ops.push(WriteOp::Remove { tree: outbox, key: seq });
+        }
+        self
+    }
+
+    /// Remembers that audit entries up to `seq` were turned into deliveries.
+    pub fn set_webhook_cursor(mut self, seq: u64) -> Self {
+        let tree = self.storage.inner.trees.meta.clone();
+        self.put(tree, WEBHOOK_CURSOR_KEY, seq.to_be_bytes().to_vec());
         self
     }
 

@@ -91,6 +91,13 @@ fn prefixed_base62(s: &str, prefix: &str, len: usize) -> Result<(), String> {
 }
 
 string_id!(
+    /// A webhook endpoint's id: `whk_` + 12 base62 characters.
+    WebhookId,
+    "webhook id",
+    |s| prefixed_base62(s, "whk_", 12)
+);
+
+string_id!(
     /// The integration's public OAuth client id: `tgc_` + 20 base62 characters.
     ClientId,
     "client id",
@@ -179,6 +186,13 @@ impl SlotId {
     /// A fresh random slot id.
     pub fn generate() -> Self {
         Self(random_base62(10))
+    }
+}
+
+impl WebhookId {
+    /// A fresh random webhook id.
+    pub fn generate() -> Self {
+        Self(format!("whk_{}", random_base62(12)))
     }
 }
 
@@ -306,6 +320,9 @@ pub struct SecretSlot {
     /// Whether `secret.expiring` was already audited for this slot (max secret age).
     #[serde(default)]
     pub expiry_noticed: bool,
+    /// Whether `secret.grace_ending` was already audited for this (previous) slot.
+    #[serde(default)]
+    pub grace_noticed: bool,
 }
 
 /// Everything Tollgate knows about one integration, as persisted.
@@ -433,6 +450,83 @@ pub struct SigningKeyRecord {
     pub created_at_ms: u64,
     /// When a newer key replaced it; it stays published until its tokens expire.
     pub retired_at_ms: Option<u64>,
+}
+
+/// A webhook endpoint: where an organisation's (or one integration's) events go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookRecord {
+    /// Its id.
+    pub id: WebhookId,
+    /// Whose events.
+    pub org_id: OrgId,
+    /// Only this integration's events, when set.
+    pub integration_id: Option<IntegrationId>,
+    /// Where to POST (`http` or `https`).
+    pub url: String,
+    /// The HMAC key deliveries are signed with (shown once at creation; kept in clear
+    /// because signing needs it, like the token-signing keys).
+    pub secret: String,
+    /// Event types to send; empty means all.
+    pub events: Vec<String>,
+    /// Only audit entries after this one become its events (none from before it existed).
+    pub from_audit_seq: u64,
+    /// Creation time (Unix ms).
+    pub created_at_ms: u64,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Not yet answered with 2xx; retried until it is or until it gives up.
+    Pending,
+    /// Answered with 2xx.
+    Delivered,
+    /// Given up on.
+    Failed,
+}
+
+/// One try at delivering.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryAttempt {
+    /// When (Unix ms).
+    pub at_ms: u64,
+    /// The HTTP status answered, if any.
+    pub status_code: Option<u16>,
+    /// What went wrong (connection, timeout), if anything.
+    pub error: Option<String>,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
+impl DeliveryAttempt {
+    /// Answered with 2xx.
+    pub fn is_success(&self) -> bool {
+        self.status_code.is_some_and(|c| (200..300).contains(&c))
+    }
+}
+
+/// One event on its way to one webhook: the durable outbox entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    /// Unique, increasing.
+    pub seq: u64,
+    /// The endpoint.
+    pub webhook_id: WebhookId,
+    /// The event's id (`evt_<audit seq>`): the same in every retry, for de-duplication.
+    pub event_id: String,
+    /// The event type.
+    pub event_type: String,
+    /// The exact JSON body sent.
+    pub body: String,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// Every try so far, oldest first (the last 20 are kept).
+    pub attempts: Vec<DeliveryAttempt>,
+    /// When to try next (Unix ms), while pending.
+    pub next_attempt_at_ms: u64,
+    /// When the event was queued (Unix ms).
+    pub created_at_ms: u64,
 }
 
 #[cfg(test)]

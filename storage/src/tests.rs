@@ -19,6 +19,7 @@ fn sample_integration() -> IntegrationRecord {
             created_at_ms: 1,
             expires_at_ms: None,
             expiry_noticed: false,
+            grace_noticed: false,
         }),
         previous_secret: Some(SecretSlot {
             slot_id: SlotId::generate(),
@@ -26,6 +27,7 @@ fn sample_integration() -> IntegrationRecord {
             created_at_ms: 0,
             expires_at_ms: Some(99),
             expiry_noticed: false,
+            grace_noticed: false,
         }),
         tokens_valid_after_ms: 5,
         created_at_ms: 1,

@@ -7,10 +7,12 @@
 //! # Layout
 //! - [`TestEngine`]: an engine on a temp dir with a [`ManualClock`].
 //! - [`TestApp`]: the whole server (gateway + admin) on port 0, driven over HTTP.
+//! - [`receiver`]: a webhook receiver on loopback that checks signatures.
 //! - [`browser`]: headless Chromium through chromedriver, for the dashboard tests.
 //! - `src/bin/engine_crash_child.rs`: a child process the crash tests kill with SIGKILL.
 
 pub mod browser;
+pub mod receiver;
 
 use std::sync::Arc;
 

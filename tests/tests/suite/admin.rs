@@ -609,6 +609,10 @@ async fn the_openapi_document_describes_exactly_the_mounted_routes() {
         ("GET", "/admin/v1/signing-keys"),
         ("POST", "/admin/v1/signing-keys/rotate"),
         ("POST", "/admin/v1/secret-leaks"),
+        ("GET", "/admin/v1/webhooks"),
+        ("POST", "/admin/v1/webhooks"),
+        ("DELETE", "/admin/v1/webhooks/{id}"),
+        ("GET", "/admin/v1/webhooks/{id}/deliveries"),
     ];
     let mut expected: Vec<(String, String)> = mounted.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     expected.sort();

@@ -10,3 +10,4 @@ mod gateway;
 mod hostile;
 mod leaks;
 mod reliability;
+mod webhooks;
