@@ -656,6 +656,84 @@ async function renderAudit(params) {
   await load();
 }
 
+// ---------- webhooks ----------
+
+const EVENT_TYPES = ["secret.rotated", "secret.grace_ending", "secret.expiring", "secret.leaked", "integration.disabled",
+  "integration.enabled", "integration.revoked", "quota.warning", "quota.exhausted", "auth.lockout"];
+
+async function renderWebhooks() {
+  const error = alertBox("webhooks-error");
+  const body = h("tbody");
+  const load = async () => {
+    const list = await api("GET", "/admin/v1/webhooks");
+    body.replaceChildren(...list.webhooks.map((w) => h("tr", { "data-id": w.id },
+      h("td", {}, h("a", { href: "#/webhooks/" + w.id }, w.url)), h("td", {}, w.org_id),
+      h("td", {}, w.integration_id || "all"), h("td", {}, w.events.length ? w.events.join(" ") : "all"),
+      h("td", {}, fmtTime(w.created_at)),
+      h("td", {}, session.readOnly ? null : h("button", { type: "button", class: "danger", onclick: async () => {
+        try { await api("DELETE", "/admin/v1/webhooks/" + w.id); announce("Webhook deleted"); await load(); }
+        catch (err) { showError(error, err); }
+      } }, "Delete")))));
+    if (!list.webhooks.length) body.append(h("tr", {}, h("td", { colspan: 6 }, "No webhooks yet.")));
+  };
+  const org = field("hook-org", "Organisation", h("input", { type: "text", maxlength: 64, value: session.org || "" }));
+  const url = field("hook-url", "Endpoint URL", h("input", { type: "url" }), "http:// or https://; receives a signed POST per event");
+  const integration = field("hook-integration", "Only this integration (optional)", h("input", { type: "text" }), "int_…");
+  const boxes = EVENT_TYPES.map((t) => h("input", { type: "checkbox", id: "ev-" + t.replace(".", "-"), value: t }));
+  const form = session.readOnly ? null : h("form", { id: "webhook-form", novalidate: true, onsubmit: async (ev) => {
+    ev.preventDefault();
+    error.textContent = "";
+    let bad = invalid(org, org.input.value.trim() ? "" : "Enter an organisation.");
+    bad = invalid(url, /^https?:\/\/./.test(url.input.value.trim()) ? "" : "Enter an http:// or https:// URL.") || bad;
+    if (bad) return;
+    const body = { org_id: org.input.value.trim(), url: url.input.value.trim(), events: boxes.filter((b) => b.checked).map((b) => b.value) };
+    if (integration.input.value.trim()) body.integration_id = integration.input.value.trim();
+    try {
+      const created = await api("POST", "/admin/v1/webhooks", body);
+      form.replaceWith(secretOnce("Webhook signing secret", created.secret),
+        h("p", {}, "Verify each delivery's Tollgate-Signature header (t=<unix>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">) with this secret."));
+      await load();
+    } catch (err) { showError(error, err); }
+  } },
+    h("h2", {}, "Add a webhook"), org.el, url.el, integration.el,
+    h("fieldset", {}, h("legend", {}, "Events (none checked: all)"),
+      boxes.map((b) => h("div", {}, b, " ", h("label", { for: b.id, class: "inline-label" }, b.value)))),
+    h("button", { type: "submit" }, "Add webhook"));
+  view("Webhooks", error,
+    h("table", { id: "webhooks" }, h("thead", {}, h("tr", {}, ["Endpoint", "Organisation", "Integration", "Events", "Created", ""].map((t) => h("th", { scope: "col" }, t)))), body),
+    form);
+  try { await load(); } catch (err) { showError(error, err); }
+}
+
+async function renderDeliveries(id) {
+  const error = alertBox("deliveries-error");
+  const body = h("tbody");
+  const older = h("button", { type: "button", class: "secondary", id: "deliveries-older", hidden: true }, "Older deliveries");
+  let cursor = null;
+  const load = async () => {
+    const qs = new URLSearchParams({ limit: "50" });
+    if (cursor !== null) qs.set("cursor", String(cursor));
+    const page = await api("GET", "/admin/v1/webhooks/" + encodeURIComponent(id) + "/deliveries?" + qs);
+    body.append(...page.deliveries.map((d) => {
+      const last = d.attempts[d.attempts.length - 1];
+      return h("tr", { "data-status": d.status, "data-event": d.event_type },
+        h("td", { class: "time" }, fmtTime(d.created_at)), h("td", {}, h("code", {}, d.event_type)),
+        h("td", {}, h("code", {}, d.event_id)), h("td", {}, d.status), h("td", {}, String(d.attempts.length)),
+        h("td", {}, last ? (last.status_code ? "HTTP " + last.status_code : last.error || "—") : "—"),
+        h("td", {}, d.next_attempt_at ? fmtTime(d.next_attempt_at) : "—"));
+    }));
+    cursor = page.next_cursor;
+    older.hidden = cursor === null;
+    if (!body.children.length) body.append(h("tr", {}, h("td", { colspan: 7 }, "No deliveries yet.")));
+  };
+  older.addEventListener("click", () => load().catch((err) => showError(error, err)));
+  view("Webhook deliveries", h("p", {}, h("a", { href: "#/webhooks" }, "← all webhooks")), error,
+    h("table", { id: "deliveries" }, h("thead", {}, h("tr", {},
+      ["Queued", "Event", "Event id", "Status", "Attempts", "Last answer", "Next attempt"].map((t) => h("th", { scope: "col" }, t)))), body),
+    older);
+  try { await load(); } catch (err) { showError(error, err); }
+}
+
 // ---------- routing ----------
 
 async function route() {
@@ -668,6 +746,8 @@ async function route() {
   if (parts[0] === "integrations" && parts[1] && parts[2] === "rotate") return renderRotate(parts[1]);
   if (parts[0] === "integrations" && parts[1]) return renderIntegration(parts[1]);
   if (parts[0] === "audit") return renderAudit(params);
+  if (parts[0] === "webhooks" && parts[1]) return renderDeliveries(parts[1]);
+  if (parts[0] === "webhooks") return renderWebhooks();
   if (parts[0] === "sign-in") { location.hash = "#/integrations"; return; }
   return renderList(params);
 }

@@ -465,3 +465,58 @@ async fn dashboard_sessions_need_csrf_for_changes_and_end_with_sign_out_or_key_r
     assert_eq!(get(ops_cookie).await.unwrap().status(), 401);
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_adds_a_webhook_in_the_browser_and_watches_its_deliveries() {
+    let app = Arc::new(TestApp::spawn_with(|c| c.webhooks.poll = std::time::Duration::from_millis(50)).await);
+    let registered = app.register("acme", 100).await;
+    let receiver = tollgate_tests::receiver::Receiver::start().await;
+    let scenario_app = app.clone();
+    run_scenario("webhooks", |browser| async move {
+        let app = scenario_app;
+        sign_in(&browser, &app).await?;
+        browser.click("nav a[href='#/webhooks']").await?;
+        browser.find("#webhook-form").await?;
+        browser.click("#webhook-form button[type=submit]").await?;
+        browser
+            .wait_text("#hook-url-error", "the URL message", |t| t.contains("http"))
+            .await?;
+        browser.fill("#hook-org", "acme").await?;
+        browser.fill("#hook-url", &receiver.url).await?;
+        browser.click("#ev-integration-disabled").await?;
+        browser.click("#webhook-form button[type=submit]").await?;
+        let secret = browser.value("#new-secret").await?;
+        ensure!(
+            secret.starts_with("whsec_"),
+            "the signing secret is shown once: {secret:?}"
+        );
+        receiver.set_secret(&secret);
+        browser
+            .wait_text("#webhooks tbody", "the new endpoint", |t| t.contains(&receiver.url))
+            .await?;
+
+        // An event it subscribed to arrives signed; one it did not is not sent.
+        let path = format!("/admin/v1/integrations/{}", registered.id);
+        app.admin_request(Method::POST, &format!("{path}/disable"), None).await;
+        app.admin_request(Method::POST, &format!("{path}/enable"), None).await;
+        for _ in 0..100 {
+            if !receiver.accepted_ids().is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let received = receiver.received();
+        ensure!(
+            received.len() == 1 && received[0].signature_ok && received[0].event_type == "integration.disabled",
+            "one signed integration.disabled delivery: {received:?}"
+        );
+        browser.click("#webhooks tbody a").await?;
+        browser
+            .find("#deliveries tr[data-status='delivered'][data-event='integration.disabled']")
+            .await?;
+        let row = browser.text("#deliveries tbody tr").await?;
+        ensure!(row.contains("HTTP 200"), "the attempt's answer is shown: {row}");
+        Ok(())
+    })
+    .await;
+}
