@@ -11,6 +11,7 @@
 //! - [`audit`]: the global audit log, JSON Lines export, chain verification.
 //! - [`keys`]: admin keys and token-signing keys.
 //! - [`leaks`]: leaked-secret reports (HMAC-signed or with an admin key).
+//! - [`orgs`]: organisation settings (default maximum secret age).
 //! - [`webhooks`]: webhook endpoints and their deliveries.
 //! - [`dashboard`]: the web dashboard (embedded page, script and session sign-in).
 //! - [`error`]: [`error::ApiError`] and the JSON extractor.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod integrations;
 pub mod keys;
 pub mod leaks;
+pub mod orgs;
 pub mod webhooks;
 
 use std::future::Future;
@@ -160,6 +162,7 @@ impl AdminState {
         (name = "keys", description = "Admin keys and token-signing keys"),
         (name = "leaks", description = "Reports of leaked secrets from secret scanners"),
         (name = "webhooks", description = "Signed event notifications and their deliveries"),
+        (name = "organisations", description = "Defaults of an organisation's integrations"),
     )
 )]
 struct ApiDoc;
@@ -187,6 +190,7 @@ pub fn routes() -> (Router<AdminState>, utoipa::openapi::OpenApi) {
         .merge(keys::router())
         .merge(leaks::router())
         .merge(webhooks::router())
+        .merge(orgs::router())
         .split_for_parts()
 }
 

@@ -152,7 +152,8 @@ pub struct NewIntegration {
     pub token_ttl_seconds: Option<u32>,
     /// Token-endpoint rate; the configured default when `None`.
     pub token_requests_per_minute: Option<u32>,
-    /// Secrets stop working at this age (1–3650 days); `None`: no limit.
+    /// Secrets stop working at this age (1–3650 days); `None`: the organisation's
+    /// default, or no limit.
     pub secret_max_age_days: Option<u32>,
 }
 
@@ -781,7 +782,15 @@ impl Engine {
             new.token_requests_per_minute
                 .unwrap_or(config.default_token_requests_per_minute),
         )?;
-        let secret_max_age_seconds = new.secret_max_age_days.map(check_max_age_days).transpose()?;
+        // Unset: the organisation's default, if it has one.
+        let max_age_days = match new.secret_max_age_days {
+            Some(days) => Some(days),
+            None => self
+                .storage()
+                .org_settings(&new.org_id)?
+                .and_then(|s| s.secret_max_age_days),
+        };
+        let secret_max_age_seconds = max_age_days.map(check_max_age_days).transpose()?;
         let (secret, slot) = self.hash_new_secret().await?;
         let now = self.now_ms();
         let rec = IntegrationRecord {

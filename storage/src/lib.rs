@@ -24,7 +24,7 @@ use crate::audit::{AuditEntry, AuditEvent, AuditFilter, BrokenLink, ChainReport,
 use crate::commit::{ChainHead, CommitRequest, WriteOp};
 use crate::model::{
     AdminKeyId, AdminKeyRecord, ClientId, DayUsage, DeliveryRecord, DeliveryStatus, IntegrationId, IntegrationRecord,
-    OrgId, SigningKeyRecord, SlotId, SlotUse, WebhookId, WebhookRecord,
+    OrgId, OrgSettings, SigningKeyRecord, SlotId, SlotUse, WebhookId, WebhookRecord,
 };
 
 /// Meta key of the webhook fan-out cursor (an audit seq).
@@ -110,6 +110,7 @@ pub(crate) struct Trees {
     admin_keys: sled::Tree,
     signing_keys: sled::Tree,
     webhooks: sled::Tree,
+    org_settings: sled::Tree,
     /// Deliveries by webhook id + seq.
     deliveries: sled::Tree,
     /// Pending deliveries: seq → webhook id (the outbox).
@@ -132,6 +133,7 @@ impl Trees {
             admin_keys: db.open_tree("admin_keys")?,
             signing_keys: db.open_tree("signing_keys")?,
             webhooks: db.open_tree("webhooks")?,
+            org_settings: db.open_tree("org_settings")?,
             deliveries: db.open_tree("webhook_deliveries")?,
             outbox: db.open_tree("webhook_outbox")?,
         })
@@ -475,6 +477,18 @@ impl Storage {
             out.push((jti, exp));
         }
         Ok(out)
+    }
+
+    // ---- organisations ------------------------------------------------------------
+
+    /// An organisation's settings, if any were made.
+    pub fn org_settings(&self, org: &OrgId) -> Result<Option<OrgSettings>> {
+        self.inner
+            .trees
+            .org_settings
+            .get(org.as_str())?
+            .map(|v| decode_json("organisation settings", &v))
+            .transpose()
     }
 
     // ---- webhooks -----------------------------------------------------------------
@@ -823,6 +837,13 @@ impl Batch<'_> {
     pub fn put_signing_key(mut self, rec: &SigningKeyRecord) -> Self {
         let tree = self.storage.inner.trees.signing_keys.clone();
         self.put_json(tree, rec.kid.as_str(), rec);
+        self
+    }
+
+    /// Writes an organisation's settings.
+    pub fn put_org_settings(mut self, rec: &OrgSettings) -> Self {
+        let tree = self.storage.inner.trees.org_settings.clone();
+        self.put_json(tree, rec.org_id.as_str(), rec);
         self
     }
 

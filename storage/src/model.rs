@@ -452,6 +452,17 @@ pub struct SigningKeyRecord {
     pub retired_at_ms: Option<u64>,
 }
 
+/// Settings of one organisation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgSettings {
+    /// The organisation.
+    pub org_id: OrgId,
+    /// Maximum secret age given to its new integrations that do not set their own.
+    pub secret_max_age_days: Option<u32>,
+    /// Last change (Unix ms).
+    pub updated_at_ms: u64,
+}
+
 /// A webhook endpoint: where an organisation's (or one integration's) events go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookRecord {

@@ -613,6 +613,8 @@ async fn the_openapi_document_describes_exactly_the_mounted_routes() {
         ("POST", "/admin/v1/webhooks"),
         ("DELETE", "/admin/v1/webhooks/{id}"),
         ("GET", "/admin/v1/webhooks/{id}/deliveries"),
+        ("GET", "/admin/v1/orgs/{org_id}/settings"),
+        ("PUT", "/admin/v1/orgs/{org_id}/settings"),
     ];
     let mut expected: Vec<(String, String)> = mounted.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     expected.sort();

@@ -116,3 +116,47 @@ async fn secrets_past_their_maximum_age_stop_working_after_a_notice() {
     app.token(client_id, fresh).await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_organisation_default_applies_to_new_integrations_that_set_none() {
+    let app = TestApp::spawn().await;
+    let put = |days: Value| {
+        app.admin_request(
+            Method::PUT,
+            "/admin/v1/orgs/acme/settings",
+            Some(json!({"secret_max_age_days": days})),
+        )
+    };
+    assert_eq!(put(json!(0)).await.status(), 422);
+    assert_eq!(put(json!(90)).await.status(), 200);
+    let shown: Value = app
+        .admin_request(Method::GET, "/admin/v1/orgs/acme/settings", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["secret_max_age_days"], 90);
+    let defaulted = app.register("acme", 10).await;
+    assert_eq!(defaulted.integration["secret_max_age_days"], 90);
+    assert_eq!(defaulted.integration["secrets"][0]["due_at"], "2027-02-26T10:00:00Z");
+    let own: Value = app
+        .admin_request(
+            Method::POST,
+            "/admin/v1/integrations",
+            Some(json!({"org_id": "acme", "name": "own", "daily_quota": 10, "secret_max_age_days": 7})),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(own["integration"]["secret_max_age_days"], 7, "an explicit value wins");
+    let elsewhere = app.register("globex", 10).await;
+    assert_eq!(elsewhere.integration["secret_max_age_days"], Value::Null);
+    assert_eq!(put(Value::Null).await.status(), 200);
+    assert_eq!(
+        app.register("acme", 10).await.integration["secret_max_age_days"],
+        Value::Null
+    );
+    assert_eq!(audit_of_kind(&app.engine, "org.settings_updated").len(), 2);
+    app.shutdown().await;
+}
