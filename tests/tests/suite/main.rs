@@ -4,6 +4,7 @@ mod admin;
 mod cli;
 mod crash;
 mod dashboard;
+mod datadir;
 mod engine;
 mod expiry;
 mod gateway;
