@@ -31,6 +31,8 @@ pub enum ApiError {
     Unprocessable(String),
     /// 429/503: busy; retry after the given seconds.
     Busy(u64),
+    /// 503: the data store cannot write (disk full or failing); logged.
+    StorageUnavailable(String),
     /// 500: logged, never echoed.
     Internal(String),
 }
@@ -51,6 +53,11 @@ impl ApiError {
                 "unavailable",
                 "the server is busy; retry after the time in Retry-After".into(),
             ),
+            Self::StorageUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the data store cannot write right now (for example, the disk is full); nothing was changed. The cause is in the server log".into(),
+            ),
             Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
@@ -62,7 +69,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Self::Internal(detail) = &self {
+        if let Self::Internal(detail) | Self::StorageUnavailable(detail) = &self {
             tracing::error!(detail = %detail, "admin API internal error");
         }
         let (status, code, message) = self.parts();
@@ -73,10 +80,15 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(r#"Bearer realm="tollgate-admin""#),
             );
         }
-        if let Self::Busy(after) = self {
+        let retry_after = match self {
+            Self::Busy(after) => Some(after.max(1)),
+            Self::StorageUnavailable(_) => Some(30),
+            _ => None,
+        };
+        if let Some(after) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(after.max(1)));
+                .insert(header::RETRY_AFTER, HeaderValue::from(after));
         }
         response
     }
@@ -96,6 +108,7 @@ impl From<EngineError> for ApiError {
             EngineError::Invalid(v) => Self::Unprocessable(v.to_string()),
             EngineError::Overloaded { retry_after } => Self::Busy(retry_after.as_secs()),
             EngineError::Timeout | EngineError::Unavailable | EngineError::ShuttingDown => Self::Busy(1),
+            EngineError::Storage(e) => Self::from(e),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -103,7 +116,11 @@ impl From<EngineError> for ApiError {
 
 impl From<tollgate_engine::storage::StorageError> for ApiError {
     fn from(e: tollgate_engine::storage::StorageError) -> Self {
-        Self::Internal(e.to_string())
+        use tollgate_engine::storage::StorageError;
+        match e {
+            StorageError::Io(_) | StorageError::Closed => Self::StorageUnavailable(e.to_string()),
+            other => Self::Internal(other.to_string()),
+        }
     }
 }
 

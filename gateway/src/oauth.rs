@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use serde_json::json;
 use tollgate_engine::model::{ClientId, Scope, random_base62};
+use tollgate_engine::storage::StorageError;
 use tollgate_engine::storage::audit::AuditEvent;
 use tollgate_engine::{AuthOutcome, AuthRefusal, AuthRequest, EngineError, Grant, RequestContext, TokenContext};
 
@@ -214,6 +215,15 @@ fn engine_error(e: &EngineError) -> OAuthError {
             "the server cannot answer right now; retry shortly",
         )
         .retry_after(Duration::from_secs(1)),
+        EngineError::Storage(e @ (StorageError::Io(_) | StorageError::Closed)) => {
+            tracing::error!(error = %e, "token endpoint cannot write its audit record");
+            OAuthError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the server cannot record the request durably right now, so no token was issued; retry later",
+            )
+            .retry_after(Duration::from_secs(30))
+        }
         other => {
             tracing::error!(error = %other, "token endpoint failed");
             OAuthError::new(

@@ -128,6 +128,8 @@ fn prometheus() -> &'static PrometheusHandle {
 struct OpsState {
     /// Becomes true when the server starts stopping.
     ready: watch::Receiver<bool>,
+    /// Its storage's health.
+    engine: Engine,
 }
 
 fn ops_router(state: OpsState) -> Router {
@@ -139,6 +141,11 @@ fn ops_router(state: OpsState) -> Router {
             get(|State(state): State<OpsState>| async move {
                 if *state.ready.borrow() {
                     (StatusCode::SERVICE_UNAVAILABLE, "stopping").into_response()
+                } else if let Some(failure) = state.engine.storage().failure() {
+                    let message = format!(
+                        "storage failed ({failure}); writes are refused: fix the disk (free space) and restart tollgate"
+                    );
+                    (StatusCode::SERVICE_UNAVAILABLE, message).into_response()
                 } else {
                     "ready".into_response()
                 }
@@ -196,6 +203,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let (stop, stopping) = watch::channel(false);
     let ops = ops_router(OpsState {
         ready: stopping.clone(),
+        engine: engine.clone(),
     });
     let admin_app = tollgate_admin::app(admin).merge(ops);
     let gateway_app = app(gateway_state);

@@ -65,7 +65,13 @@ impl ChainHead {
     }
 }
 
-pub(crate) fn run(db: sled::Db, trees: Trees, rx: Receiver<CommitRequest>, mut head: ChainHead) {
+pub(crate) fn run(
+    db: sled::Db,
+    trees: Trees,
+    rx: Receiver<CommitRequest>,
+    mut head: ChainHead,
+    failure: &std::sync::Mutex<Option<String>>,
+) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -88,6 +94,12 @@ pub(crate) fn run(db: sled::Db, trees: Trees, rx: Receiver<CommitRequest>, mut h
             };
             if let Err(e) = &outcome {
                 tracing::error!(error = %e, "durable write failed");
+                if matches!(e, StorageError::Io(_)) {
+                    failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert_with(|| e.to_string());
+                }
             }
             if let Some(reply) = req.reply {
                 // The caller may have given up waiting; the write stands either way.

@@ -15,7 +15,7 @@ mod commit;
 pub mod model;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crossbeam::channel::Sender;
 use tokio::sync::oneshot;
@@ -147,6 +147,9 @@ struct Inner {
     committer: Option<Sender<CommitRequest>>,
     writer: Option<std::thread::JoinHandle<()>>,
     path: PathBuf,
+    /// The first failed durable write, if any: sled refuses every later write, so
+    /// the server reports itself not ready until restarted.
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl Inner {
@@ -279,12 +282,16 @@ impl Storage {
             }
         }
         let head = ChainHead::load(&trees)?;
+        let failure = Arc::new(Mutex::new(None));
         let (tx, rx) = crossbeam::channel::unbounded();
         let thread_db = db.clone();
         let thread_trees = trees.clone();
         let writer = std::thread::Builder::new()
             .name("tollgate-commit".into())
-            .spawn(move || commit::run(thread_db, thread_trees, rx, head))
+            .spawn({
+                let failure = failure.clone();
+                move || commit::run(thread_db, thread_trees, rx, head, &failure)
+            })
             .map_err(|e| StorageError::Io(format!("cannot start the commit thread: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -293,8 +300,15 @@ impl Storage {
                 committer: Some(tx),
                 writer: Some(writer),
                 path,
+                failure,
             }),
         })
+    }
+
+    /// Why durable writes fail, once one has: the disk is full or failing. Writes stay
+    /// refused until the process restarts over a healthy disk.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The data directory.

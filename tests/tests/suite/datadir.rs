@@ -113,3 +113,129 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A small tmpfs mounted for one test; unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    /// `None` (after saying so) where this machine does not let the test mount.
+    fn mount(megabytes: u32) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("\n**** FULL-DISK TEST NOT RUN: cannot mount a tmpfs here (needs root and mount rights) ****\n");
+            return None;
+        }
+        Some(Self(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_clearly_and_loses_nothing_acknowledged() {
+    use tollgate_tests::{ADMIN_KEY, ServedBinary, register_over_http, token_over_http};
+    let Some(disk) = Tmpfs::mount(24) else { return };
+    let data = disk.0.path().join("data");
+    let serve = || {
+        ServedBinary::start(env!("CARGO_BIN_EXE_tollgate-under-test"), &data, |c| {
+            c.env("TOLLGATE_ADMIN_KEY", ADMIN_KEY);
+        })
+    };
+    let http = reqwest::Client::new();
+    let mut server = serve();
+    let body = |n: usize| serde_json::json!({"org_id": "acme", "name": format!("n{n}"), "daily_quota": 10});
+    let mut acknowledged = vec![register_over_http(&http, &server.admin, ADMIN_KEY, body(0)).await];
+
+    // Fill the disk.
+    let filler = disk.0.path().join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 256 * 1024];
+        while file.write_all(&chunk).and_then(|()| file.sync_all()).is_ok() {}
+    }
+    let mut refusal = None;
+    for n in 1..50 {
+        let response = http
+            .post(format!("{}/admin/v1/integrations", server.admin))
+            .bearer_auth(ADMIN_KEY)
+            .json(&body(n))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 201 {
+            let created: serde_json::Value = response.json().await.unwrap();
+            let field = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
+            acknowledged.push((
+                field(&created["integration"]["id"]),
+                field(&created["integration"]["client_id"]),
+                field(&created["client_secret"]),
+            ));
+            continue;
+        }
+        refusal = Some((
+            response.status(),
+            response.headers().get("retry-after").cloned(),
+            response.text().await.unwrap(),
+        ));
+        break;
+    }
+    let (status, retry_after, text) = refusal.expect("a full disk refuses writes");
+    assert_eq!(status, 503, "{text}");
+    assert!(retry_after.is_some());
+    let error: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["error"], "storage_unavailable");
+    assert!(error["message"].as_str().unwrap().contains("disk is full"), "{error}");
+    // No token without its audit record: refused, clearly.
+    let (_, client, secret) = &acknowledged[0];
+    let token = http
+        .post(format!("{}/oauth/token", server.gateway))
+        .basic_auth(client, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 503);
+    let token: serde_json::Value = token.json().await.unwrap();
+    assert_eq!(token["error"], "temporarily_unavailable", "{token}");
+    let ready = http.get(format!("{}/readyz", server.admin)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("restart"));
+
+    // Space back, restart: everything acknowledged is there and works.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    std::fs::remove_file(&filler).unwrap();
+    let server = serve();
+    for (id, client, secret) in &acknowledged {
+        let shown = http
+            .get(format!("{}/admin/v1/integrations/{id}", server.admin))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(shown.status(), 200, "acknowledged {id} survived the full disk");
+        token_over_http(&http, &server.gateway, client, secret).await;
+    }
+    let verify: serde_json::Value = http
+        .get(format!("{}/admin/v1/audit/verify", server.admin))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verify["ok"], true, "{verify}");
+    assert!(server.terminate().success());
+}
