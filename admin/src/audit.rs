@@ -32,21 +32,27 @@ pub fn router() -> OpenApiRouter<AdminState> {
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only this organisation.
+    #[param(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub org_id: Option<String>,
     /// Only this integration.
+    #[param(pattern = r"^int_[A-Za-z0-9]{16}$")]
     pub integration_id: Option<String>,
     /// Only this event type, or a prefix ending in `.` (`token.`).
     #[serde(rename = "type")]
     pub kind: Option<String>,
     /// At or after (RFC 3339).
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// Before (RFC 3339).
+    #[param(format = DateTime)]
     pub to: Option<String>,
     /// The `seq` of the last entry of the previous page.
     pub cursor: Option<u64>,
     /// Page size (1–200, default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
     /// `json` (default) or `jsonl` (an export of the whole range, oldest first).
+    #[param(pattern = "^(json|jsonl)$")]
     pub format: Option<String>,
 }
 
@@ -63,7 +69,8 @@ fn time_param(name: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> 
 }
 
 #[utoipa::path(get, path = "/admin/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, description = "A page of entries, newest first (format=json); with format=jsonl the whole range as application/jsonl, oldest first", body = AuditPage),
+    responses((status = 200, description = "A page of entries, newest first (format=json); with format=jsonl the whole range as application/jsonl, oldest first",
+            content((AuditPage = "application/json"), (String = "application/jsonl"))),
         (status = 400, description = "Bad filter, time or format", body = ErrorBody),
         (status = 401, description = "No or invalid admin key", body = ErrorBody)))]
 async fn query(

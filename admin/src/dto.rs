@@ -17,7 +17,8 @@ pub fn rfc3339(ms: u64) -> String {
 /// Parses RFC 3339 into Unix ms.
 pub fn parse_rfc3339(text: &str) -> Option<u64> {
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+    // Times before 1970 come first of all: the start of the log.
+    Some(u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0))
 }
 
 /// A secret slot as shown (never the hash).
@@ -204,7 +205,10 @@ impl From<&AuditEntry> for AuditEntryDto {
             reason: ev.reason.clone(),
             slot_id: ev.slot_id.as_ref().map(ToString::to_string),
             jti: ev.jti.clone(),
-            details: ev.details.clone(),
+            details: match &ev.details {
+                Value::Null => Value::Object(serde_json::Map::new()),
+                other => other.clone(),
+            },
             hash: e.hash.clone(),
             prev_hash: e.prev_hash.clone(),
         }

@@ -50,37 +50,61 @@ const TAG: &str = "integrations";
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     /// Organisation.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub org_id: String,
-    /// Name.
+    /// Name (1–200 characters, no control characters).
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
-    /// Scopes.
+    /// Scopes (each 1–64 of `a-z 0-9 _ . : -`).
     #[serde(default)]
+    #[schema(max_items = 64, value_type = Vec<ScopeText>)]
     pub scopes: Vec<String>,
     /// Requests per UTC day.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub daily_quota: u64,
     /// Token lifetime (default 3600).
+    #[schema(minimum = 60, maximum = 86_400)]
     pub token_ttl_seconds: Option<u32>,
     /// Token-endpoint rate (default 600).
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub token_requests_per_minute: Option<u32>,
-    /// Secrets stop working at this age (1–3650 days; default: no limit).
+    /// Secrets stop working at this age (1–3650 days; default: the organisation's, or no limit).
+    #[schema(minimum = 1, maximum = 3650)]
     pub secret_max_age_days: Option<u32>,
 }
+
+/// One scope.
+#[derive(ToSchema)]
+#[schema(pattern = r"^[a-z0-9_.:-]{1,64}$")]
+pub struct ScopeText(#[allow(dead_code)] String);
 
 /// `PATCH /admin/v1/integrations/{id}` body.
 #[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRequest {
     /// New name.
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: Option<String>,
     /// New scopes.
+    #[schema(max_items = 64, value_type = Option<Vec<ScopeText>>)]
     pub scopes: Option<Vec<String>>,
     /// New quota (today's count is kept).
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub daily_quota: Option<u64>,
     /// New token lifetime.
+    #[schema(minimum = 60, maximum = 86_400)]
     pub token_ttl_seconds: Option<u32>,
     /// New token-endpoint rate.
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub token_requests_per_minute: Option<u32>,
     /// New maximum secret age in days (1–3650); 0 removes the limit.
+    #[schema(minimum = 0, maximum = 3650)]
     pub secret_max_age_days: Option<u32>,
 }
 
@@ -97,8 +121,10 @@ pub struct DisableRequest {
 #[serde(deny_unknown_fields)]
 pub struct RotateRequest {
     /// `routine` (default) or `incident`.
+    #[schema(pattern = "^(routine|incident)$")]
     pub mode: Option<String>,
     /// Grace window for a routine rotation (default 86400, at most 604800).
+    #[schema(minimum = 0, maximum = 604_800)]
     pub grace_seconds: Option<u64>,
 }
 
@@ -108,12 +134,16 @@ pub struct RotateRequest {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only this organisation.
+    #[param(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub org_id: Option<String>,
     /// Only this status.
+    #[param(pattern = "^(active|disabled|revoked)$")]
     pub status: Option<String>,
     /// The last id of the previous page.
+    #[param(pattern = r"^int_[A-Za-z0-9]{16}$")]
     pub cursor: Option<String>,
     /// Page size (1–200, default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
 }
 
@@ -125,6 +155,7 @@ pub struct PageQuery {
     /// The `seq` of the last entry of the previous page.
     pub cursor: Option<u64>,
     /// Page size (1–200, default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
 }
 
@@ -134,6 +165,7 @@ pub struct PageQuery {
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// Days back, including today (1–90, default 30).
+    #[param(minimum = 1, maximum = 90)]
     pub days: Option<u32>,
 }
 
@@ -253,7 +285,14 @@ async fn list(
             )));
         }
     };
-    let mut cursor = query.cursor.as_deref().map(parse_id).transpose()?;
+    let mut cursor = query
+        .cursor
+        .as_deref()
+        .map(|c| {
+            IntegrationId::parse(c)
+                .map_err(|_| ApiError::BadRequest(format!("cursor `{c}` is not an integration id (int_…)")))
+        })
+        .transpose()?;
     let mut out = Vec::new();
     let mut next_cursor = None;
     // Filtering by status may skip records: keep reading pages until one is full.

@@ -65,8 +65,13 @@ pub struct SigningKeyRotated {
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     /// What the key is for (1–200 characters).
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub label: String,
     /// Limit the key to one organisation.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub org_id: Option<String>,
     /// Limit the key to reading.
     #[serde(default)]

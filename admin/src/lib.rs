@@ -184,14 +184,109 @@ impl Modify for AdminKeyAuth {
 pub fn routes() -> (Router<AdminState>, utoipa::openapi::OpenApi) {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    OpenApiRouter::with_openapi(doc)
+    let (router, doc) = OpenApiRouter::with_openapi(doc)
         .merge(integrations::router())
         .merge(audit::router())
         .merge(keys::router())
         .merge(leaks::router())
         .merge(webhooks::router())
         .merge(orgs::router())
-        .split_for_parts()
+        .split_for_parts();
+    let mut doc = doc;
+    document_common_errors(&mut doc);
+    link_created_ids(&mut doc, "/admin/v1/integrations", "integration");
+    link_created_ids(&mut doc, "/admin/v1/webhooks", "webhook");
+    (router, doc)
+}
+
+/// OpenAPI links from `POST <collection>` (201) to every operation on
+/// `<collection>/{id}…`: the new resource's id is `$response.body#/<field>/id`. Clients
+/// and stateful testers learn from them which answer feeds which call.
+fn link_created_ids(doc: &mut utoipa::openapi::OpenApi, collection: &str, field: &str) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::link::LinkBuilder;
+    let prefix = format!("{collection}/{{id}}");
+    let mut targets = Vec::new();
+    for (path, item) in &doc.paths.paths {
+        if !path.starts_with(&prefix) {
+            continue;
+        }
+        let pointer = path.replace('~', "~0").replace('/', "~1");
+        for (method, operation) in [
+            ("get", &item.get),
+            ("post", &item.post),
+            ("put", &item.put),
+            ("patch", &item.patch),
+            ("delete", &item.delete),
+        ] {
+            if operation.is_some() {
+                let name = format!("{method}{}", path[collection.len()..].replace(['/', '{', '}'], "_"));
+                targets.push((name, format!("#/paths/{pointer}/{method}")));
+            }
+        }
+    }
+    let Some(create) = doc.paths.paths.get_mut(collection).and_then(|i| i.post.as_mut()) else {
+        return;
+    };
+    if let Some(RefOr::T(created)) = create.responses.responses.get_mut("201") {
+        for (name, operation_ref) in targets {
+            let link = LinkBuilder::new()
+                .operation_ref(operation_ref)
+                .parameter("id", format!("$response.body#/{field}/id"))
+                .build();
+            created.links.insert(name, RefOr::T(link));
+        }
+    }
+}
+
+/// Every operation can also fail in the ways every route shares: a malformed query
+/// or body (400), no key (401), a key without the right (403), a wrong value (422),
+/// a store that cannot write (503); with a body also 413 and 415; with a path id
+/// also 404. Added here once instead of on every handler.
+fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let mut common = vec![
+                ("400", "Malformed query or body"),
+                ("401", "No or invalid admin key"),
+                ("403", "The key may not do this"),
+                ("422", "A value is not acceptable"),
+                ("503", "Busy, or the data store cannot write; retry after Retry-After"),
+            ];
+            if operation.request_body.is_some() {
+                common.extend([("413", "Body over 64 KiB"), ("415", "Not JSON")]);
+            }
+            if path.contains('{') {
+                common.push(("404", "No such resource (or one the key may not see)"));
+            }
+            for (status, description) in common {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| error(description).into());
+            }
+        }
+    }
 }
 
 /// The OpenAPI document, kept for the `openapi.json` route.

@@ -38,6 +38,7 @@ pub struct OrgSettingsDto {
 #[serde(deny_unknown_fields)]
 pub struct OrgSettingsRequest {
     /// 1–3650 days, or `null` for none.
+    #[schema(minimum = 1, maximum = 3650)]
     pub secret_max_age_days: Option<u32>,
 }
 
@@ -52,7 +53,7 @@ fn org_for(principal: &Principal, org_id: &str) -> Result<OrgId, ApiError> {
 }
 
 #[utoipa::path(get, path = "/admin/v1/orgs/{org_id}/settings", tag = "organisations",
-    params(("org_id" = String, Path, description = "Organisation id")),
+    params(("org_id" = String, Path, description = "Organisation id", pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")),
     responses((status = 200, description = "The settings (defaults when never set)", body = OrgSettingsDto),
         (status = 401, description = "No or invalid admin key", body = ErrorBody),
         (status = 403, description = "Another organisation's key", body = ErrorBody),
@@ -72,7 +73,7 @@ async fn show(
 }
 
 #[utoipa::path(put, path = "/admin/v1/orgs/{org_id}/settings", tag = "organisations",
-    params(("org_id" = String, Path, description = "Organisation id")), request_body = OrgSettingsRequest,
+    params(("org_id" = String, Path, description = "Organisation id", pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")), request_body = OrgSettingsRequest,
     responses((status = 200, description = "Saved; applies to integrations created from now on", body = OrgSettingsDto),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "No or invalid admin key", body = ErrorBody),

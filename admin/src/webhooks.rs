@@ -39,10 +39,13 @@ pub fn router() -> OpenApiRouter<AdminState> {
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     /// Whose events.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub org_id: String,
     /// Where to POST them (`http://` or `https://`).
+    #[schema(max_length = 2048, pattern = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$")]
     pub url: String,
     /// Only this integration's events.
+    #[schema(pattern = r"^int_[A-Za-z0-9]{16}$")]
     pub integration_id: Option<String>,
     /// Event types to send (default: all).
     #[serde(default)]
@@ -173,6 +176,7 @@ pub struct DeliveryPage {
 #[serde(deny_unknown_fields)]
 pub struct WebhookQuery {
     /// Only this organisation.
+    #[param(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub org_id: Option<String>,
 }
 
@@ -184,6 +188,7 @@ pub struct DeliveryQuery {
     /// The `seq` of the last delivery of the previous page.
     pub cursor: Option<u64>,
     /// Page size (1–200, default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
 }
 

@@ -11,4 +11,5 @@ mod gateway;
 mod hostile;
 mod leaks;
 mod reliability;
+mod schemathesis;
 mod webhooks;
