@@ -58,6 +58,8 @@ pub struct ServeConfig {
     pub engine: EngineConfig,
     /// Brute-force guard tunables.
     pub throttle: ThrottleConfig,
+    /// How often refused attempts of locked-out keys are summarised in the audit log.
+    pub throttle_summary_every: Duration,
     /// Bootstrap admin key (`TOLLGATE_ADMIN_KEY`) used on first start.
     pub bootstrap_admin_key: Option<String>,
     /// Shared key for HMAC-signed leaked-secret reports (`TOLLGATE_LEAK_REPORT_KEY`);
@@ -89,6 +91,7 @@ impl ServeConfig {
             throttle: ThrottleConfig::default(),
             bootstrap_admin_key: None,
             leak_report_key: None,
+            throttle_summary_every: Duration::from_secs(60),
             leak_policy: tollgate_engine::LeakPolicy::default(),
             webhooks: crate::webhooks::WebhookSettings::default(),
             clock: Arc::new(SystemClock),
@@ -219,7 +222,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
                 .await
         }));
     }
-    tokio::spawn(summarise_throttling(engine.clone(), throttle, stopping.clone()));
+    tokio::spawn(summarise_throttling(
+        engine.clone(),
+        throttle,
+        config.throttle_summary_every,
+        stopping.clone(),
+    ));
     tokio::spawn(crate::webhooks::run(
         engine.clone(),
         config.webhooks.clone(),
@@ -247,10 +255,15 @@ async fn metrics_upkeep(handle: &'static PrometheusHandle, mut stopping: watch::
     }
 }
 
-/// Every minute, one audit entry per throttled key with how many attempts were
-/// refused, instead of one entry per attempt.
-async fn summarise_throttling(engine: Engine, throttle: Arc<Throttle>, mut stopping: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+/// Every `throttle_summary_every` (a minute by default), one audit entry per throttled
+/// key with how many attempts were refused, instead of one entry per attempt.
+async fn summarise_throttling(
+    engine: Engine,
+    throttle: Arc<Throttle>,
+    every: Duration,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = tick.tick() => {}

@@ -451,3 +451,85 @@ async fn sigkill_cycles_under_mixed_load_lose_nothing_that_was_acknowledged() {
     assert!(!all_jtis.is_empty());
     server.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brute_force_flood_is_throttled_and_summarised_while_the_legitimate_client_is_served() {
+    const ATTEMPTS: usize = 2000;
+    const LATENCY_BOUND: Duration = Duration::from_secs(1);
+    let app = Arc::new(TestApp::spawn_with(|c| c.throttle_summary_every = Duration::from_millis(200)).await);
+    let victim = app.register("acme", 1_000_000).await;
+    let legit = app.register("acme", 1_000_000).await;
+    let legit_token = app.token(&legit.client_id, &legit.secret).await;
+    // Well-formed guesses for the victim's slot: each would cost an Argon2 verification.
+    let slot = tollgate_engine::model::SlotId::parse(&victim.secret[4..14]).unwrap();
+    let guess = tollgate_engine::secret::ClientSecret::generate(&slot)
+        .expose()
+        .to_owned();
+
+    let flooding = Arc::new(AtomicBool::new(true));
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (app, client, guess) = (app.clone(), victim.client_id.clone(), guess.clone());
+        flood.spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..ATTEMPTS / 8 {
+                statuses.push(app.token_response(&client, &guess, None).await.status().as_u16());
+            }
+            statuses
+        });
+    }
+    let legit_loop = {
+        let (app, flooding, legit) = (app.clone(), flooding.clone(), legit.clone());
+        tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            let mut served = 0;
+            while flooding.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let token = app.token_response(&legit.client_id, &legit.secret, None).await;
+                assert_eq!(token.status(), 200, "the legitimate client is never refused");
+                let check = app.get("/v1/things", &legit_token).await;
+                assert_eq!(check.status(), 200, "its requests are never refused");
+                slowest = slowest.max(started.elapsed());
+                served += 1;
+            }
+            (served, slowest)
+        })
+    };
+    let mut statuses = Vec::new();
+    while let Some(done) = flood.join_next().await {
+        statuses.extend(done.unwrap());
+    }
+    flooding.store(false, Ordering::Relaxed);
+    let (served, slowest) = legit_loop.await.unwrap();
+    eprintln!("legitimate client: {served} token + check rounds during the flood, slowest {slowest:?}");
+    assert!(served > 10, "the legitimate client kept going ({served} rounds)");
+    assert!(
+        slowest < LATENCY_BOUND,
+        "legitimate latency stays under {LATENCY_BOUND:?}: {slowest:?}"
+    );
+
+    let refused = statuses.iter().filter(|&&s| s == 401).count();
+    let throttled = statuses.iter().filter(|&&s| s == 429).count();
+    assert_eq!(refused + throttled, ATTEMPTS, "only 401 and 429: {statuses:?}");
+    assert!(refused <= 20, "at most the free failures reach Argon2: {refused}");
+    // Audited without filling the disk: a few refusals, then summaries.
+    let per_attempt = tollgate_tests::audit_of_kind(&app.engine, "token.refused").len();
+    assert!(per_attempt <= 20, "{per_attempt} refusals audited one by one");
+    assert!(!tollgate_tests::audit_of_kind(&app.engine, "auth.lockout").is_empty());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let summarised = loop {
+        let total: u64 = tollgate_tests::audit_of_kind(&app.engine, "auth.throttled")
+            .iter()
+            .filter(|e| e.event.client_id.as_ref().map(ToString::to_string) == Some(victim.client_id.clone()))
+            .map(|e| e.event.details["refused"].as_u64().unwrap_or(0))
+            .sum();
+        if total as usize >= throttled || Instant::now() > deadline {
+            break total;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        summarised as usize, throttled,
+        "every throttled attempt is counted in a summary"
+    );
+}
