@@ -205,14 +205,36 @@ impl ShardState {
         .map_err(|e| EngineError::Internal(format!("could not start the actor for {client}: {e}")))?;
         self.by_actor.insert(actor.get_id(), client.clone());
         self.directory.write().insert(
-            client,
+            client.clone(),
             Resident {
                 actor: actor.clone(),
                 last_active_ms,
             },
         );
+        // The cap holds at every moment, not only at the next eviction tick: beyond
+        // it the least recently used go now (a tenth of the cap at once, so that one
+        // group commit serves many), before this shard serves another lookup — so an
+        // evicted integration's exact count is on disk before it can be loaded again.
+        let cap = self.shared.config.max_resident_per_shard;
+        if self.directory.len() > cap {
+            let keep = cap.saturating_sub((cap / 10).max(1));
+            let victims = self.least_recently_used(self.directory.len().saturating_sub(keep), &client);
+            self.retire(victims).await;
+        }
         self.report_resident();
         Ok(Some(actor))
+    }
+
+    /// The `n` least recently active residents, never `protect`.
+    fn least_recently_used(&self, n: usize, protect: &ClientId) -> Vec<ClientId> {
+        let directory = self.directory.write();
+        let mut by_age: Vec<(u64, &ClientId)> = directory
+            .iter()
+            .filter(|(client, _)| *client != protect)
+            .map(|(client, r)| (r.last_active_ms.load(Ordering::Relaxed), client))
+            .collect();
+        by_age.sort_unstable();
+        by_age.into_iter().take(n).map(|(_, c)| c.clone()).collect()
     }
 
     /// Idle actors, plus the least recently used beyond the per-shard cap.

@@ -772,3 +772,70 @@ async fn after_shutdown_the_data_dir_can_be_reopened_at_once() {
         );
     }
 }
+
+/// Resident set size of this process, bytes.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * 4096)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_stored_integrations_stay_within_the_resident_cap() {
+    const STORED: usize = 1_000_000;
+    const TOUCHED: usize = 100_000;
+    const PER_SHARD: usize = 500;
+    let config = EngineConfig {
+        max_resident_per_shard: PER_SHARD,
+        ..EngineConfig::default()
+    };
+    let shards = config.shard_count as usize;
+    let t = TestEngine::start_with(config).await;
+    let started = std::time::Instant::now();
+    let org = tollgate_engine::model::OrgId::parse("bulk").unwrap();
+    let clients = tollgate_engine::seed::seed_integrations(
+        t.engine.storage(),
+        STORED,
+        &org,
+        DailyQuota::new(1_000).unwrap(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    eprintln!("seeded {STORED} integrations in {:?}", started.elapsed());
+    let before = rss_bytes();
+    // Every 10th one gets a request: far more integrations than may stay resident.
+    for chunk in clients.iter().step_by(STORED / TOUCHED).collect::<Vec<_>>().chunks(500) {
+        let mut checks = tokio::task::JoinSet::new();
+        for client in chunk {
+            let (engine, client, token) = (t.engine.clone(), (*client).clone(), token_now(&t));
+            checks.spawn(async move { engine.check(&client, token).await });
+        }
+        while let Some(done) = checks.join_next().await {
+            assert!(matches!(done.unwrap().unwrap(), CheckOutcome::Admitted(_)));
+        }
+        let resident = t.engine.resident_count();
+        assert!(
+            resident <= shards * PER_SHARD,
+            "{resident} resident, cap {}",
+            shards * PER_SHARD
+        );
+    }
+    t.engine.evict_idle_now().await.unwrap();
+    let resident = t.engine.resident_count();
+    let grown = rss_bytes().saturating_sub(before);
+    eprintln!(
+        "{TOUCHED} touched in {:?} (with seeding); {resident} resident; memory grew {} MiB",
+        started.elapsed(),
+        grown / 1_048_576
+    );
+    assert!(
+        resident <= shards * PER_SHARD,
+        "{resident} resident, cap {}",
+        shards * PER_SHARD
+    );
+    // Without eviction 100,000 actors would take over 1 GiB (≈ 11 KiB each); with it,
+    // what grows is sled's page cache (128 MiB at most) and the capped actors.
+    assert!(grown < 512 * 1_048_576, "memory grew {} MiB", grown / 1_048_576);
+}
