@@ -368,6 +368,35 @@ pub async fn token_over_http(http: &reqwest::Client, gateway: &str, client_id: &
     answer["access_token"].as_str().expect("an access token").to_owned()
 }
 
+/// Asserts, through a served binary's APIs, that each integration (id, client id,
+/// secret) exists and its secret still gets a token — after a crash, say.
+pub async fn assert_integrations_work(http: &reqwest::Client, server: &ServedBinary, all: &[(String, String, String)]) {
+    for (id, client, secret) in all {
+        let shown = http
+            .get(format!("{}/admin/v1/integrations/{id}", server.admin))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .expect("admin request");
+        assert_eq!(shown.status(), 200, "acknowledged integration {id} is there");
+        token_over_http(http, &server.gateway, client, secret).await;
+    }
+}
+
+/// Asserts that a served binary's audit chain verifies.
+pub async fn assert_audit_chain_verifies(http: &reqwest::Client, server: &ServedBinary) {
+    let verify: serde_json::Value = http
+        .get(format!("{}/admin/v1/audit/verify", server.admin))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("admin request")
+        .json()
+        .await
+        .expect("a JSON answer");
+    assert_eq!(verify["ok"], true, "the audit chain verifies: {verify}");
+}
+
 /// The newest (up to 100) audit entries of one event type, newest first.
 pub fn audit_of_kind(engine: &Engine, kind: &str) -> Vec<tollgate_engine::storage::audit::AuditEntry> {
     let filter = tollgate_engine::storage::audit::AuditFilter {

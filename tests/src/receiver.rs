@@ -125,6 +125,19 @@ impl Receiver {
         self.inner.received.lock().unwrap().clone()
     }
 
+    /// Event types accepted (answered 200) so far, sorted, each once.
+    pub fn accepted_types(&self) -> Vec<String> {
+        let mut types: Vec<String> = self
+            .received()
+            .into_iter()
+            .filter(|r| r.answered == 200)
+            .map(|r| r.event_type)
+            .collect();
+        types.sort();
+        types.dedup();
+        types
+    }
+
     /// Event ids accepted (answered 200) so far.
     pub fn accepted_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self

@@ -143,7 +143,7 @@ impl Drop for Tmpfs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_clearly_and_loses_nothing_acknowledged() {
-    use tollgate_tests::{ADMIN_KEY, ServedBinary, register_over_http, token_over_http};
+    use tollgate_tests::{ADMIN_KEY, ServedBinary, register_over_http};
     let Some(disk) = Tmpfs::mount(24) else { return };
     let data = disk.0.path().join("data");
     let serve = || {
@@ -217,25 +217,7 @@ async fn a_full_disk_refuses_writes_clearly_and_loses_nothing_acknowledged() {
     server.child.wait().unwrap();
     std::fs::remove_file(&filler).unwrap();
     let server = serve();
-    for (id, client, secret) in &acknowledged {
-        let shown = http
-            .get(format!("{}/admin/v1/integrations/{id}", server.admin))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(shown.status(), 200, "acknowledged {id} survived the full disk");
-        token_over_http(&http, &server.gateway, client, secret).await;
-    }
-    let verify: serde_json::Value = http
-        .get(format!("{}/admin/v1/audit/verify", server.admin))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(verify["ok"], true, "{verify}");
+    tollgate_tests::assert_integrations_work(&http, &server, &acknowledged).await;
+    tollgate_tests::assert_audit_chain_verifies(&http, &server).await;
     assert!(server.terminate().success());
 }

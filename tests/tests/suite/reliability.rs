@@ -347,16 +347,7 @@ async fn sigkill_cycles_under_mixed_load_lose_nothing_that_was_acknowledged() {
         );
         // Every acknowledged admin change is there, and every acknowledged secret verifies.
         all_created.extend(seen.created);
-        for (id, client, secret) in &all_created {
-            let r = http
-                .get(format!("{}/admin/v1/integrations/{id}", server.admin))
-                .bearer_auth(ADMIN_KEY)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200, "acknowledged create of {id} survived");
-            token_over_http(&http, &server.gateway, client, secret).await;
-        }
+        tollgate_tests::assert_integrations_work(&http, &server, &all_created).await;
         if let Some(disabled) = seen.toggled_disabled.filter(|_| !seen.toggle_in_flight) {
             let view = admin_json(
                 &http,
@@ -435,18 +426,7 @@ async fn sigkill_cycles_under_mixed_load_lose_nothing_that_was_acknowledged() {
         }
         let missing: Vec<&String> = all_jtis.iter().filter(|j| !audited.contains(*j)).collect();
         assert!(missing.is_empty(), "tokens without an audit entry: {missing:?}");
-        let verify = admin_json(
-            &http,
-            reqwest::Method::GET,
-            format!("{}/admin/v1/audit/verify", server.admin),
-            json!({}),
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            verify["ok"], true,
-            "the audit chain verifies after crash {cycle}: {verify}"
-        );
+        tollgate_tests::assert_audit_chain_verifies(&http, &server).await;
     }
     assert!(!all_jtis.is_empty());
     server.terminate();
