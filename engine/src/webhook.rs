@@ -177,14 +177,24 @@ fn wants(hook: &WebhookRecord, entry: &AuditEntry, event_type: &str, owner: &Own
         && (hook.events.is_empty() || hook.events.iter().any(|t| t == event_type))
 }
 
+/// What one fan-out step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FanOut {
+    /// Audit entries read (fewer than the limit: caught up).
+    pub read: usize,
+    /// Deliveries queued from them.
+    pub queued: usize,
+}
+
 /// Turns audit entries after the cursor into pending deliveries, durably and
-/// together with the new cursor. Returns how many entries it read (0: caught up).
-pub async fn fan_out(storage: &Storage, now_ms: u64, limit: usize) -> Result<usize, StorageError> {
+/// together with the new cursor.
+pub async fn fan_out(storage: &Storage, now_ms: u64, limit: usize) -> Result<FanOut, StorageError> {
     let cursor = storage.webhook_cursor()?;
     let entries = storage.audit_after(cursor, limit)?;
     let Some(last) = entries.last().map(|e| e.seq) else {
-        return Ok(0);
+        return Ok(FanOut::default());
     };
+    let mut queued = 0;
     let hooks = storage.webhooks()?;
     let mut batch = storage.batch();
     for entry in &entries {
@@ -207,10 +217,14 @@ pub async fn fan_out(storage: &Storage, now_ms: u64, limit: usize) -> Result<usi
                 created_at_ms: now_ms,
             };
             batch = batch.put_delivery(&delivery);
+            queued += 1;
         }
     }
     batch.set_webhook_cursor(last).commit().await?;
-    Ok(entries.len())
+    Ok(FanOut {
+        read: entries.len(),
+        queued,
+    })
 }
 
 #[cfg(test)]
@@ -311,7 +325,7 @@ mod tests {
         ] {
             storage.batch().audit(event(kind, org)).commit().await.unwrap();
         }
-        assert_eq!(fan_out(&storage, 5, 100).await.unwrap(), 6);
+        assert_eq!(fan_out(&storage, 5, 100).await.unwrap(), FanOut { read: 6, queued: 2 });
         let queued: Vec<(String, String)> = storage
             .pending_deliveries(100)
             .unwrap()
@@ -326,7 +340,11 @@ mod tests {
             ]
         );
         assert_eq!(storage.webhook_cursor().unwrap(), 6);
-        assert_eq!(fan_out(&storage, 5, 100).await.unwrap(), 0, "caught up: nothing twice");
+        assert_eq!(
+            fan_out(&storage, 5, 100).await.unwrap(),
+            FanOut::default(),
+            "caught up: nothing twice"
+        );
         assert_eq!(storage.pending_deliveries(100).unwrap().len(), 2);
     }
 

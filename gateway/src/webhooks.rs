@@ -52,28 +52,56 @@ pub async fn run(engine: Engine, settings: WebhookSettings, mut stopping: watch:
     let settings = Arc::new(settings);
     let mut tick = tokio::time::interval(settings.poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the outbox next needs a look (Unix ms): a new delivery or the earliest
+    // retry. Until then a round only catches up the fan-out.
+    let mut next_look_ms = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stopping.wait_for(|s| *s) => return,
         }
-        if let Err(e) = round(&engine, &http, &settings).await {
-            tracing::warn!(error = %e, "webhook round failed; retrying on the next tick");
+        match round(&engine, &http, &settings, next_look_ms).await {
+            Ok(next) => next_look_ms = next,
+            Err(e) => tracing::warn!(error = %e, "webhook round failed; retrying on the next tick"),
         }
     }
 }
 
-/// One round: catch up the fan-out, then send what is due.
-async fn round(engine: &Engine, http: &reqwest::Client, settings: &Arc<WebhookSettings>) -> anyhow::Result<()> {
+/// One round: catch up the fan-out, then send what is due. Returns when the outbox
+/// next needs a look.
+async fn round(
+    engine: &Engine,
+    http: &reqwest::Client,
+    settings: &Arc<WebhookSettings>,
+    next_look_ms: u64,
+) -> anyhow::Result<u64> {
     let storage = engine.storage();
-    while fan_out(storage, engine.now_ms(), 500).await? == 500 {}
+    let mut queued = 0;
+    loop {
+        let step = fan_out(storage, engine.now_ms(), 500).await?;
+        queued += step.queued;
+        if step.read < 500 {
+            break;
+        }
+    }
     let now = engine.now_ms();
-    let due: Vec<DeliveryRecord> = storage
-        .pending_deliveries(10_000)?
-        .into_iter()
+    if queued == 0 && now < next_look_ms {
+        return Ok(next_look_ms);
+    }
+    let pending = storage.pending_deliveries(10_000)?;
+    let due: Vec<DeliveryRecord> = pending
+        .iter()
         .filter(|d| d.next_attempt_at_ms <= now)
         .take(settings.concurrency)
+        .cloned()
         .collect();
+    // Sent ones get new times (or leave): look again next round. Otherwise at the
+    // earliest retry.
+    let next_look = if due.is_empty() {
+        pending.iter().map(|d| d.next_attempt_at_ms).min().unwrap_or(u64::MAX)
+    } else {
+        now
+    };
     let mut sending = JoinSet::new();
     for delivery in due {
         let (engine, http, settings) = (engine.clone(), http.clone(), settings.clone());
@@ -84,7 +112,7 @@ async fn round(engine: &Engine, http: &reqwest::Client, settings: &Arc<WebhookSe
             tracing::warn!(error = %e, "could not record a webhook attempt");
         }
     }
-    Ok(())
+    Ok(next_look)
 }
 
 /// Sends one delivery and records the attempt (durably, before the next try).
