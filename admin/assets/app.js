@@ -670,7 +670,7 @@ async function renderWebhooks() {
       h("td", {}, h("a", { href: "#/webhooks/" + w.id }, w.url)), h("td", {}, w.org_id),
       h("td", {}, w.integration_id || "all"), h("td", {}, w.events.length ? w.events.join(" ") : "all"),
       h("td", {}, fmtTime(w.created_at)),
-      h("td", {}, session.readOnly ? null : h("button", { type: "button", class: "danger", onclick: async () => {
+      h("td", {}, session.readOnly ? null : h("button", { type: "button", class: "danger", "aria-label": "Delete the webhook to " + w.url, onclick: async () => {
         try { await api("DELETE", "/admin/v1/webhooks/" + w.id); announce("Webhook deleted"); await load(); }
         catch (err) { showError(error, err); }
       } }, "Delete")))));
