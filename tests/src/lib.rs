@@ -282,10 +282,8 @@ pub struct ServedBinary {
 }
 
 impl ServedBinary {
-    /// Runs `binary serve` over `dir` (pass `env!("CARGO_BIN_EXE_tollgate-under-test")`);
-    /// `configure` may set env vars or pipe stderr. Returns once both listeners are up.
-    pub fn start(binary: &str, dir: &std::path::Path, configure: impl FnOnce(&mut std::process::Command)) -> Self {
-        use std::io::BufRead;
+    /// `binary serve` over `dir` with both listeners on loopback port 0, not started.
+    pub fn command(binary: &str, dir: &std::path::Path) -> std::process::Command {
         let mut command = std::process::Command::new(binary);
         command
             .args([
@@ -296,7 +294,16 @@ impl ServedBinary {
                 "127.0.0.1:0",
                 "--data-dir",
             ])
-            .arg(dir)
+            .arg(dir);
+        command
+    }
+
+    /// Runs `binary serve` over `dir` (pass `env!("CARGO_BIN_EXE_tollgate-under-test")`);
+    /// `configure` may set env vars or pipe stderr. Returns once both listeners are up.
+    pub fn start(binary: &str, dir: &std::path::Path, configure: impl FnOnce(&mut std::process::Command)) -> Self {
+        use std::io::BufRead;
+        let mut command = Self::command(binary, dir);
+        command
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
         configure(&mut command);

@@ -7,16 +7,7 @@ use std::time::{Duration, Instant};
 
 /// Runs `serve` over `dir` and expects it to exit by itself; returns (success, stderr).
 fn serve_expecting_exit(dir: &std::path::Path) -> (bool, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate-under-test"))
-        .args([
-            "serve",
-            "--gateway-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir)
+    let mut child = tollgate_tests::ServedBinary::command(env!("CARGO_BIN_EXE_tollgate-under-test"), dir)
         .env("TOLLGATE_ADMIN_KEY", tollgate_tests::ADMIN_KEY)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
