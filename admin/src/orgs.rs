@@ -33,6 +33,16 @@ pub struct OrgSettingsDto {
     pub updated_at: Option<String>,
 }
 
+impl OrgSettingsDto {
+    fn new(org: &OrgId, settings: Option<&OrgSettings>) -> Self {
+        Self {
+            org_id: org.to_string(),
+            secret_max_age_days: settings.and_then(|s| s.secret_max_age_days),
+            updated_at: settings.map(|s| rfc3339(s.updated_at_ms)),
+        }
+    }
+}
+
 /// `PUT` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -65,11 +75,7 @@ async fn show(
 ) -> Result<Json<OrgSettingsDto>, ApiError> {
     let org = org_for(&principal, &org_id)?;
     let settings = state.engine.storage().org_settings(&org)?;
-    Ok(Json(OrgSettingsDto {
-        org_id: org.to_string(),
-        secret_max_age_days: settings.as_ref().and_then(|s| s.secret_max_age_days),
-        updated_at: settings.map(|s| rfc3339(s.updated_at_ms)),
-    }))
+    Ok(Json(OrgSettingsDto::new(&org, settings.as_ref())))
 }
 
 #[utoipa::path(put, path = "/admin/v1/orgs/{org_id}/settings", tag = "organisations",
@@ -119,9 +125,5 @@ async fn replace(
         .audit(event)
         .commit()
         .await?;
-    Ok(Json(OrgSettingsDto {
-        org_id: org.to_string(),
-        secret_max_age_days: settings.secret_max_age_days,
-        updated_at: Some(rfc3339(now)),
-    }))
+    Ok(Json(OrgSettingsDto::new(&org, Some(&settings))))
 }

@@ -257,6 +257,17 @@ impl TestApp {
         json["access_token"].as_str().unwrap().to_owned()
     }
 
+    /// A request check (`POST /v1/check/v1/things`, as for a GET) with a bearer token.
+    pub async fn check(&self, token: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/check/v1/things", self.gateway))
+            .bearer_auth(token)
+            .header("x-forwarded-method", "GET")
+            .send()
+            .await
+            .expect("check request")
+    }
+
     /// `GET gateway/path` with a bearer token.
     pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
         self.http

@@ -87,13 +87,7 @@ async fn an_admin_runs_the_whole_lifecycle_in_the_browser() {
         ensure!(status == 200, "token with the dashboard's secret: {status} {body}");
         let token = body["access_token"].as_str().context("access token")?;
         for _ in 0..7 {
-            let checked = app
-                .http
-                .post(format!("{}/v1/check/v1/things", app.gateway))
-                .bearer_auth(token)
-                .header("x-forwarded-method", "GET")
-                .send()
-                .await?;
+            let checked = app.check(token).await;
             ensure!(checked.status() == 200, "a request check: {}", checked.status());
         }
 

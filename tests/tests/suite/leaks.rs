@@ -105,14 +105,7 @@ async fn a_genuine_leak_kills_its_slot_and_tokens_and_fakes_change_nothing() {
     assert_eq!(result["token_hint"], format!("tgs_{slot}_…"));
     let refused = app.token_response(&leaked.client_id, &leaked.secret, None).await;
     assert_eq!(refused.status(), 401);
-    let check = app
-        .http
-        .post(format!("{}/v1/check/v1/things", app.gateway))
-        .bearer_auth(&token)
-        .header("x-forwarded-method", "GET")
-        .send()
-        .await
-        .unwrap();
+    let check = app.check(&token).await;
     assert_eq!(check.status(), 401, "tokens issued with the leaked secret are dead");
     app.token(&bystander.client_id, &bystander.secret).await;
 

@@ -74,13 +74,7 @@ async fn every_event_type_is_delivered_signed_and_retried_until_accepted() {
     // quota.warning (80 %, 95 %) and quota.exhausted.
     let token = app.token(&reg.client_id, &reg.secret).await;
     for _ in 0..11 {
-        app.http
-            .post(format!("{}/v1/check/v1/things", app.gateway))
-            .bearer_auth(&token)
-            .header("x-forwarded-method", "GET")
-            .send()
-            .await
-            .unwrap();
+        app.check(&token).await;
     }
     // secret.rotated, then secret.grace_ending when the old secret is used in the last hour.
     let rotated: Value = app
