@@ -407,6 +407,28 @@ pub struct Rotated {
     pub integration: IntegrationView,
 }
 
+/// The client actor that last answered for one integration, remembered by a caller
+/// so that its next check skips the directory lookup (DESIGN.md: "a hot path may
+/// cache `ActorRef`s so a check is one message").
+#[derive(Default)]
+pub struct ActorHint(std::sync::Mutex<Option<ActorRef<ClientMsg>>>);
+
+impl ActorHint {
+    fn get(&self) -> Option<ActorRef<ClientMsg>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    fn set(&self, actor: Option<ActorRef<ClientMsg>>) {
+        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = actor;
+    }
+}
+
+impl std::fmt::Debug for ActorHint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ActorHint")
+    }
+}
+
 /// What a request check knows about the presented token (already signature-checked).
 #[derive(Debug, Clone, Default)]
 pub struct TokenContext {
@@ -716,14 +738,41 @@ impl Engine {
         timeout: Option<Duration>,
         message: impl Fn(RpcReplyPort<EngineResult<T>>) -> ClientMsg,
     ) -> EngineResult<Option<T>> {
+        self.route_hinted(client, None, timeout, message).await
+    }
+
+    /// [`Self::route_with`], trying the actor remembered in `hint` first (and
+    /// remembering the one that answered). A remembered actor that was evicted or
+    /// died answers `Moved` or not at all, and is then looked up again, so a hint can
+    /// never reach anything but the one live actor of the integration.
+    async fn route_hinted<T: Send + 'static>(
+        &self,
+        client: &ClientId,
+        hint: Option<&ActorHint>,
+        timeout: Option<Duration>,
+        message: impl Fn(RpcReplyPort<EngineResult<T>>) -> ClientMsg,
+    ) -> EngineResult<Option<T>> {
         let mut stale = None;
+        let mut hinted = hint.and_then(ActorHint::get);
         for _ in 0..4 {
-            let Some(actor) = self.resolve(client, stale.take()).await? else {
-                return Ok(None);
+            let actor = match hinted.take() {
+                Some(actor) => actor,
+                None => {
+                    let Some(actor) = self.resolve(client, stale.take()).await? else {
+                        return Ok(None);
+                    };
+                    if let Some(hint) = hint {
+                        hint.set(Some(actor.clone()));
+                    }
+                    actor
+                }
             };
             match actor.call(&message, timeout).await {
                 Ok(CallResult::Success(Err(EngineError::Moved))) | Ok(CallResult::SenderError) | Err(_) => {
                     stale = Some(actor.get_id());
+                    if let Some(hint) = hint {
+                        hint.set(None);
+                    }
                 }
                 Ok(CallResult::Success(result)) => return result.map(Some),
                 Ok(CallResult::Timeout) => return Err(EngineError::Timeout),
@@ -1072,9 +1121,21 @@ impl Engine {
     /// Check-and-consume one request for `client` whose token is already
     /// signature-checked: one message to the integration's actor.
     pub async fn check(&self, client: &ClientId, token: TokenContext) -> EngineResult<CheckOutcome> {
+        self.check_hinted(client, token, None).await
+    }
+
+    /// [`Self::check`] for a caller that keeps an [`ActorHint`] per client (the
+    /// gateway keeps one per cached token): a check is then one message, with no
+    /// directory lookup.
+    pub async fn check_hinted(
+        &self,
+        client: &ClientId,
+        token: TokenContext,
+        hint: Option<&ActorHint>,
+    ) -> EngineResult<CheckOutcome> {
         let deadline = Instant::now() + self.inner.shared.config.call_timeout;
         let outcome = self
-            .route_with(client, None, |reply| ClientMsg::Check {
+            .route_hinted(client, hint, None, |reply| ClientMsg::Check {
                 token: token.clone(),
                 deadline,
                 reply,

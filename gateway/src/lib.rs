@@ -83,6 +83,9 @@ pub struct GatewayShared {
     pub trusted_proxies: Arc<[IpAddr]>,
     /// Bounds requests in flight; beyond it the gateway sheds load.
     pub in_flight: Arc<Semaphore>,
+    /// `tollgate_checks_total{outcome="admitted"}`, looked up once: the metrics
+    /// registry lookup by name and label cost more than the increment on every check.
+    pub checks_admitted: metrics::Counter,
 }
 
 /// The client's address: the socket peer, or — when the peer is a trusted proxy —

@@ -161,8 +161,16 @@ fn ops_router(state: OpsState) -> Router {
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     // Install the recorder before anything records a metric.
     let metrics = prometheus();
+    let opening = std::time::Instant::now();
     let storage = Storage::open(&config.data_dir)
         .with_context(|| format!("failed to open the data directory {}", config.data_dir.display()))?;
+    // sled 0.34 replays its log since the previous open (it writes its snapshot only
+    // when opening), so this grows with what the previous run wrote.
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        elapsed_ms = opening.elapsed().as_millis() as u64,
+        "data directory opened"
+    );
     let engine = Engine::start(storage.clone(), config.clock.clone(), config.engine.clone())
         .await
         .context("failed to start the engine")?;
@@ -196,6 +204,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         upstream: config.upstream.clone().map(Upstream::new),
         trusted_proxies: config.trusted_proxies.clone().into(),
         in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+        checks_admitted: metrics::counter!("tollgate_checks_total", "outcome" => "admitted"),
     });
     let admin = tollgate_admin::AdminState::start(engine.clone(), Arc::new(keys), config.bootstrap_admin_key.clone())
         .await

@@ -57,6 +57,17 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// No requests (for scenarios whose finding is a note, not a load).
+    pub fn empty() -> anyhow::Result<Self> {
+        Ok(Self {
+            requests: 0,
+            elapsed: Duration::ZERO,
+            statuses: BTreeMap::new(),
+            transport_errors: 0,
+            latency_us: Histogram::new(3)?,
+        })
+    }
+
     /// Answers per second.
     pub fn throughput(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)

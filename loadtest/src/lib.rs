@@ -10,6 +10,7 @@
 //! - [`driver`]: the load loops, latency histograms, progress line.
 //! - this file: arguments, targets, set-up, scenarios, the report.
 
+pub mod ceiling;
 pub mod driver;
 
 use std::net::SocketAddr;
@@ -32,6 +33,9 @@ use crate::driver::{LoadSpec, MakeRequest, Outcome};
 pub enum Scenario {
     /// A bare axum handler served by the load tester itself: the HTTP ceiling here.
     Baseline,
+    /// A bare axum handler making one ractor call per request to one of N trivial
+    /// counter actors: the ceiling of "one actor message per check" here.
+    ActorBaseline,
     /// `/v1/check` with valid tokens spread over the integrations.
     Check,
     /// Requests proxied through the gateway to an upstream (the upstream called
@@ -52,6 +56,9 @@ pub enum Scenario {
     Memory,
     /// Start-up with N integrations stored: time until the server is ready to serve.
     Restart,
+    /// Resident memory of N bare ractor actors (a counter each, linked to one
+    /// supervisor): the floor of one actor per integration here.
+    ActorFloor,
 }
 
 /// Command-line arguments.
@@ -101,6 +108,11 @@ pub struct Args {
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// `restart` only: keep the seeded data dir here and reuse it on later runs (it is
+    /// seeded only while it holds fewer than --integrations), so that a start-up can be
+    /// re-measured or profiled without seeding again.
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// What `--compare` runs next to the scenario.
@@ -122,6 +134,8 @@ pub struct Target {
     pub admin_key: String,
     /// The bare baseline handler (in the server's runtime).
     pub baseline: SocketAddr,
+    /// The bare handler making one actor call per request (in the server's runtime).
+    pub actor_baseline: SocketAddr,
     /// The proxy upstream (in the server's runtime).
     pub upstream: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -147,8 +161,9 @@ async fn bare_server(router: axum::Router) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// Starts a server, a baseline and an upstream in a 2-worker runtime of their own.
-pub fn start_own_server() -> anyhow::Result<Target> {
+/// Starts a server, a baseline (bare, and with `actors` counter actors behind it) and
+/// an upstream in a 2-worker runtime of their own.
+pub fn start_own_server(actors: usize) -> anyhow::Result<Target> {
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().to_path_buf();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -169,6 +184,8 @@ pub fn start_own_server() -> anyhow::Result<Target> {
         rt.block_on(async move {
             let setup = async {
                 let baseline = bare_server(axum::Router::new().fallback(|| async { "ok" })).await?;
+                let (counters_supervisor, counters) = ceiling::spawn_counters(actors.max(1)).await?;
+                let actor_baseline = bare_server(ceiling::actor_router(counters)).await?;
                 let upstream =
                     bare_server(axum::Router::new().fallback(|| async { "hello from the upstream" })).await?;
                 let mut config = tollgate_gateway::serve::ServeConfig::new(data_dir);
@@ -177,13 +194,20 @@ pub fn start_own_server() -> anyhow::Result<Target> {
                 config.bootstrap_admin_key = Some(ADMIN_KEY.into());
                 config.upstream = Some(format!("http://{upstream}").parse()?);
                 let running = tollgate_gateway::serve::start(config).await?;
-                Ok::<_, anyhow::Error>((running, baseline, upstream))
+                Ok::<_, anyhow::Error>((running, baseline, actor_baseline, counters_supervisor, upstream))
             };
             match setup.await {
-                Ok((running, baseline, upstream)) => {
-                    let _ = ready_tx.send(Ok((running.gateway_addr, running.admin_addr, baseline, upstream)));
+                Ok((running, baseline, actor_baseline, counters_supervisor, upstream)) => {
+                    let _ = ready_tx.send(Ok((
+                        running.gateway_addr,
+                        running.admin_addr,
+                        baseline,
+                        actor_baseline,
+                        upstream,
+                    )));
                     let _ = stop_rx.await;
                     let _ = running.shutdown().await;
+                    counters_supervisor.stop(None);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -191,12 +215,13 @@ pub fn start_own_server() -> anyhow::Result<Target> {
             }
         });
     })?;
-    let (gateway, admin, baseline, upstream) = ready_rx.recv().context("the server thread died")??;
+    let (gateway, admin, baseline, actor_baseline, upstream) = ready_rx.recv().context("the server thread died")??;
     Ok(Target {
         gateway,
         admin_url: format!("http://{admin}"),
         admin_key: ADMIN_KEY.into(),
         baseline,
+        actor_baseline,
         upstream,
         stop: Some(stop_tx),
         thread: Some(thread),
@@ -385,6 +410,17 @@ fn spec(args: &Args, addr: SocketAddr, label: &str) -> LoadSpec {
 /// Seeds `n` integrations into a data dir (see `tollgate_engine::seed`).
 fn seed(dir: &std::path::Path, n: usize, quiet: bool) -> anyhow::Result<Vec<tollgate_engine::model::ClientId>> {
     let storage = tollgate_engine::storage::Storage::open(dir)?;
+    let stored = storage.integration_count();
+    if stored >= n {
+        if !quiet {
+            eprintln!(
+                "  {stored} integrations already stored in {}: not seeding",
+                dir.display()
+            );
+        }
+        return Ok(Vec::new());
+    }
+    let n = n - stored;
     let org = tollgate_engine::model::OrgId::parse("seeded")?;
     let quota = tollgate_engine::model::DailyQuota::new(1_000_000)?;
     let started = Instant::now();
@@ -404,7 +440,7 @@ fn seed(dir: &std::path::Path, n: usize, quiet: bool) -> anyhow::Result<Vec<toll
 }
 
 /// Resident set size of this process, bytes.
-fn rss_bytes() -> u64 {
+pub(crate) fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
@@ -415,30 +451,70 @@ fn engine_config() -> tollgate_engine::EngineConfig {
     tollgate_engine::EngineConfig::default()
 }
 
-/// `memory` and `restart`: in this process, against the engine and the server start.
-async fn run_footprint(args: &Args) -> anyhow::Result<Vec<Measured>> {
-    let n = args.integrations;
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().to_path_buf();
-    let quiet = args.quiet;
-    let clients = tokio::task::spawn_blocking(move || seed(&path, n, quiet)).await??;
-    let mut config = tollgate_gateway::serve::ServeConfig::new(dir.path().to_path_buf());
+/// Starts a server on `path`; returns it and the time until it answered a request.
+async fn start_measured(path: &std::path::Path) -> anyhow::Result<(tollgate_gateway::serve::Running, Duration)> {
+    let mut config = tollgate_gateway::serve::ServeConfig::new(path.to_path_buf());
     config.gateway_addr = "127.0.0.1:0".parse()?;
     config.admin_addr = "127.0.0.1:0".parse()?;
     config.bootstrap_admin_key = Some(ADMIN_KEY.into());
     config.engine = engine_config();
     let started = Instant::now();
     let running = tollgate_gateway::serve::start(config).await?;
-    let ready_in = started.elapsed();
     // Ready means answering: one real request through the gateway.
     let probe = reqwest::get(format!("http://{}/.well-known/jwks.json", running.gateway_addr)).await?;
-    let answered_in = started.elapsed();
     anyhow::ensure!(probe.status().is_success(), "the started server did not answer");
+    Ok((running, started.elapsed()))
+}
+
+/// The `actor-floor` scenario run in a process of its own (this binary again), so that
+/// memory this process already freed is not reused and counted as free.
+fn actor_floor_in_child(n: usize) -> anyhow::Result<String> {
+    let exe = std::env::current_exe()?;
+    let output = std::process::Command::new(exe)
+        .args(["--scenario", "actor-floor", "--quiet", "--json", "--integrations"])
+        .arg(n.to_string())
+        .output()
+        .context("running the actor-floor scenario")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "the actor-floor scenario failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).context("reading the actor-floor report")?;
+    Ok(report["runs"][0]["note"]
+        .as_str()
+        .context("the actor-floor report has no finding")?
+        .to_owned())
+}
+
+/// `memory` and `restart`: in this process, against the engine and the server start.
+async fn run_footprint(args: &Args) -> anyhow::Result<Vec<Measured>> {
+    let n = args.integrations;
+    let temp = tempfile::tempdir()?;
+    let path = args.data_dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    let quiet = args.quiet;
+    let clients = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || seed(&path, n, quiet)).await??
+    };
+    let (mut running, first_start) = start_measured(&path).await?;
+    let mut answered_in = first_start;
     let note = if args.scenario == Scenario::Restart {
+        // The first start replays what sled logged since its previous open (the
+        // seeding, when this run seeded); a restart after a clean stop does not.
+        running.shutdown().await?;
+        let restarted;
+        (running, restarted) = start_measured(&path).await?;
+        answered_in = restarted;
         format!(
-            "restart: {n} integrations stored; listening in {:.0} ms, first answer in {:.0} ms (integrations load lazily, on first use)",
-            ready_in.as_secs_f64() * 1000.0,
-            answered_in.as_secs_f64() * 1000.0
+            "restart: {n} integrations stored; first start {} answering in {:.0} ms; after a graceful shutdown, restarted and answering in {:.0} ms (integrations load lazily, on first use)",
+            if clients.is_empty() {
+                "(nothing seeded by this run)"
+            } else {
+                "right after seeding them (sled replays the seeding's log)"
+            },
+            first_start.as_secs_f64() * 1000.0,
+            restarted.as_secs_f64() * 1000.0
         )
     } else {
         let before = rss_bytes();
@@ -463,33 +539,60 @@ async fn run_footprint(args: &Args) -> anyhow::Result<Vec<Measured>> {
         let after = rss_bytes();
         let resident = engine.resident_count();
         format!(
-            "memory: {resident} integrations active; resident memory {:.1} MiB -> {:.1} MiB: {:.0} bytes ({:.2} KiB) per active integration",
+            "memory: {resident} integrations active; resident memory {:.1} MiB -> {:.1} MiB: {:.0} bytes ({:.2} KiB) per active integration; {}",
             before as f64 / 1048576.0,
             after as f64 / 1048576.0,
             after.saturating_sub(before) as f64 / resident.max(1) as f64,
-            after.saturating_sub(before) as f64 / resident.max(1) as f64 / 1024.0
+            after.saturating_sub(before) as f64 / resident.max(1) as f64 / 1024.0,
+            actor_floor_in_child(resident)?
         )
     };
     running.shutdown().await?;
     if !args.quiet {
         eprintln!("  {note}");
     }
-    let latency_us = hdrhistogram::Histogram::new(3)?;
+    let mut outcome = Outcome::empty()?;
+    outcome.elapsed = answered_in;
     Ok(vec![Measured {
         name: format!("{:?}", args.scenario).to_lowercase(),
-        outcome: Outcome {
-            requests: 0,
-            elapsed: answered_in,
-            statuses: Default::default(),
-            transport_errors: 0,
-            latency_us,
-        },
+        outcome,
         note: Some(note),
     }])
 }
 
+/// The baselines to run before the scenario: name, address, path.
+fn baselines(args: &Args, target: &Target) -> Vec<(&'static str, SocketAddr, &'static str)> {
+    let bare = ("baseline", target.baseline, "/");
+    let actor = ("actor-baseline", target.actor_baseline, "/");
+    match (args.scenario, args.compare) {
+        (Scenario::Baseline, _) => vec![bare],
+        (Scenario::ActorBaseline, None) => vec![actor],
+        (Scenario::ActorBaseline, Some(CompareWith::Baseline)) => vec![bare, actor],
+        (Scenario::Proxy, Some(CompareWith::Baseline)) => vec![("upstream-direct", target.upstream, "/v1/items")],
+        // A request check is one actor message: its ceiling is measured too.
+        (Scenario::Check, Some(CompareWith::Baseline)) => vec![bare, actor],
+        (_, Some(CompareWith::Baseline)) => vec![bare],
+        (_, None) => vec![],
+    }
+}
+
 /// Runs the chosen scenario (and its baseline with `--compare baseline`).
 pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
+    if args.data_dir.is_some() && args.scenario != Scenario::Restart {
+        bail!("--data-dir is for the restart scenario only");
+    }
+    if args.scenario == Scenario::ActorFloor {
+        let per_actor = ceiling::actor_floor_bytes(args.integrations).await?;
+        return Ok(vec![Measured {
+            name: "actor-floor".into(),
+            outcome: Outcome::empty()?,
+            note: Some(format!(
+                "actor-floor: {} bare ractor actors: {per_actor:.0} bytes ({:.2} KiB) each",
+                args.integrations,
+                per_actor / 1024.0
+            )),
+        }]);
+    }
     if matches!(args.scenario, Scenario::Memory | Scenario::Restart) {
         if args.url.is_some() {
             bail!("memory and restart measure a server in this process: run them without --url");
@@ -501,7 +604,11 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
             let gateway = loopback_addr(url)?;
             loopback_addr(admin)?;
             let key = std::env::var("TOLLGATE_ADMIN_KEY").context("set TOLLGATE_ADMIN_KEY for --admin-url")?;
-            if matches!(args.scenario, Scenario::Baseline | Scenario::Proxy) || args.compare.is_some() {
+            if matches!(
+                args.scenario,
+                Scenario::Baseline | Scenario::ActorBaseline | Scenario::Proxy
+            ) || args.compare.is_some()
+            {
                 bail!(
                     "baselines need the load tester's own server: run without --url for baseline, proxy or --compare"
                 );
@@ -511,22 +618,18 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
                 admin_url: admin.trim_end_matches('/').to_owned(),
                 admin_key: key,
                 baseline: gateway,
+                actor_baseline: gateway,
                 upstream: gateway,
                 stop: None,
                 thread: None,
                 _dir: None,
             }
         }
-        _ => start_own_server()?,
+        _ => start_own_server(args.integrations)?,
     };
     let mut results = Vec::new();
     let gw = target.gateway;
-    if args.compare == Some(CompareWith::Baseline) || args.scenario == Scenario::Baseline {
-        let (name, addr, path) = if args.scenario == Scenario::Proxy {
-            ("upstream-direct", target.upstream, "/v1/items")
-        } else {
-            ("baseline", target.baseline, "/")
-        };
+    for (name, addr, path) in baselines(&args, &target) {
         let host = host_header(addr);
         let make: MakeRequest = Arc::new(move |_| get(&host, path, None));
         warm_up(&args, spec(&args, addr, name), make.clone()).await?;
@@ -535,9 +638,9 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
             outcome: driver::run(spec(&args, addr, name), make).await?,
             note: None,
         });
-        if args.scenario == Scenario::Baseline {
-            return Ok(results);
-        }
+    }
+    if matches!(args.scenario, Scenario::Baseline | Scenario::ActorBaseline) {
+        return Ok(results);
     }
     let needs_tokens = !matches!(args.scenario, Scenario::TokenCold);
     let count = match args.scenario {
@@ -606,7 +709,9 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
                 }
             })
         }
-        Scenario::Baseline | Scenario::Memory | Scenario::Restart => unreachable!("handled above"),
+        Scenario::Baseline | Scenario::ActorBaseline | Scenario::Memory | Scenario::Restart | Scenario::ActorFloor => {
+            unreachable!("handled above")
+        }
     };
     if !matches!(args.scenario, Scenario::QuotaExhaust | Scenario::TokenCold) {
         warm_up(&args, load.clone(), make.clone()).await?;
@@ -633,6 +738,17 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
         note = Some(format!(
             "quota-exhaust: admitted {admitted} == sum of quotas {expected}, exactly"
         ));
+    }
+    if let Some(actor) = results.iter().find(|m| m.name == "actor-baseline") {
+        let ratio = outcome.throughput() / actor.outcome.throughput().max(f64::MIN_POSITIVE);
+        let line = format!(
+            "{name}: {:.0} % of actor-baseline (HTTP + one actor message, the ceiling of this design here)",
+            100.0 * ratio
+        );
+        note = Some(match note {
+            Some(n) => format!("{n}; {line}"),
+            None => line,
+        });
     }
     results.push(Measured { name, outcome, note });
     drop(target);

@@ -6,8 +6,8 @@ use tollgate_engine::clock::DAY_MS;
 use tollgate_engine::model::{DailyQuota, IntegrationStatus, parse_scopes};
 use tollgate_engine::storage::audit::AuditFilter;
 use tollgate_engine::{
-    AdminContext, AuthOutcome, AuthRefusal, CheckOutcome, EngineConfig, EngineError, IntegrationUpdate, Refusal,
-    RequestContext, RotationMode, TokenContext,
+    ActorHint, AdminContext, AuthOutcome, AuthRefusal, CheckOutcome, EngineConfig, EngineError, IntegrationUpdate,
+    Refusal, RequestContext, RotationMode, TokenContext,
 };
 use tollgate_tests::{START_MS, TestEngine, audit_of_kind, auth_request};
 
@@ -713,6 +713,70 @@ async fn idle_actors_are_evicted_and_come_back_with_their_count() {
         panic!("an evicted integration comes back on use");
     };
     assert_eq!(status.used, 4, "the exact count was persisted on eviction");
+}
+
+#[tokio::test]
+async fn a_remembered_actor_is_used_until_evicted_or_crashed_then_looked_up_again() {
+    let config = EngineConfig {
+        idle_eviction_after: Duration::from_secs(60),
+        ..EngineConfig::default()
+    };
+    let t = TestEngine::start_with(config).await;
+    let client = t.create("acme", 1_000).await.integration.client_id;
+    let other = t.create("acme", 1_000).await.integration.client_id;
+    let hint = ActorHint::default();
+    let used = |outcome: CheckOutcome| match outcome {
+        CheckOutcome::Admitted(status) => status.used,
+        other => panic!("expected admission, got {other:?}"),
+    };
+    for expected in 1..=3 {
+        let outcome = t
+            .engine
+            .check_hinted(&client, token_now(&t), Some(&hint))
+            .await
+            .unwrap();
+        assert_eq!(used(outcome), expected);
+    }
+
+    // Evicted: the remembered actor retires (its exact count persisted) and must not
+    // count again; the check reaches the integration's new actor.
+    t.clock.advance(Duration::from_secs(61));
+    t.engine.check(&other, token_now(&t)).await.unwrap();
+    assert_eq!(t.engine.evict_idle_now().await.unwrap(), 1);
+    let outcome = t
+        .engine
+        .check_hinted(&client, token_now(&t), Some(&hint))
+        .await
+        .unwrap();
+    assert_eq!(
+        used(outcome),
+        4,
+        "one count, by the new actor, after the exact persisted 3"
+    );
+    let outcome = t
+        .engine
+        .check_hinted(&client, token_now(&t), Some(&hint))
+        .await
+        .unwrap();
+    assert_eq!(used(outcome), 5);
+
+    // Crashed: same, from the reservation (never under-counts).
+    t.engine.crash_client_actor_for_tests(&client).await.unwrap();
+    let after_crash = used(
+        t.engine
+            .check_hinted(&client, token_now(&t), Some(&hint))
+            .await
+            .unwrap(),
+    );
+    assert!((6..=6 + 10).contains(&after_crash), "{after_crash}");
+    let next = used(
+        t.engine
+            .check_hinted(&client, token_now(&t), Some(&hint))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(next, after_crash + 1);
+    assert_eq!(t.engine.resident_count(), 2);
 }
 
 #[tokio::test]

@@ -1,0 +1,97 @@
+//! Ceilings of the design itself, measured on this machine in the same run.
+//!
+//! Tollgate answers every request check with one message to the integration's own
+//! ractor actor (check-and-consume in one message, DESIGN.md). These baselines do
+//! exactly that and nothing else, so a scenario can be compared with the most that
+//! design allows here:
+//! - [`actor_router`]: a bare axum handler that makes one ractor call to one of N
+//!   trivial actors (each holding a counter it increments) and answers "ok";
+//! - [`actor_floor_bytes`]: the resident memory of N such actors, linked to one
+//!   supervisor as the engine's client actors are, each having handled a message.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+/// A message to a trivial actor: count one and answer with the count.
+pub enum Count {
+    /// Count one; reply with the total.
+    One(RpcReplyPort<u64>),
+}
+
+/// An actor holding one counter.
+pub struct Counter;
+
+impl Actor for Counter {
+    type Msg = Count;
+    type State = u64;
+    type Arguments = ();
+
+    async fn pre_start(&self, _myself: ActorRef<Count>, _args: ()) -> Result<u64, ActorProcessingErr> {
+        Ok(0)
+    }
+
+    async fn handle(&self, _myself: ActorRef<Count>, msg: Count, state: &mut u64) -> Result<(), ActorProcessingErr> {
+        match msg {
+            Count::One(reply) => {
+                *state += 1;
+                let _ = reply.send(*state);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A supervisor that does nothing but own its children, like the engine's shards.
+pub struct Supervisor;
+
+impl Actor for Supervisor {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _myself: ActorRef<()>, _args: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+/// `n` counter actors linked to one supervisor, each having counted once.
+pub async fn spawn_counters(n: usize) -> anyhow::Result<(ActorRef<()>, Vec<ActorRef<Count>>)> {
+    let (supervisor, _) = Actor::spawn(None, Supervisor, ()).await?;
+    let mut actors = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (actor, _) = Actor::spawn_linked(None, Counter, (), supervisor.get_cell()).await?;
+        ractor::call!(actor, Count::One)?;
+        actors.push(actor);
+    }
+    Ok((supervisor, actors))
+}
+
+/// A bare handler making one actor call per request, over the actors round-robin.
+pub fn actor_router(actors: Vec<ActorRef<Count>>) -> axum::Router {
+    let actors = Arc::new(actors);
+    let next = Arc::new(AtomicUsize::new(0));
+    axum::Router::new().fallback(move || {
+        let (actors, next) = (actors.clone(), next.clone());
+        async move {
+            let i = next.fetch_add(1, Ordering::Relaxed) % actors.len();
+            match ractor::call!(actors[i], Count::One) {
+                Ok(_) => (axum::http::StatusCode::OK, "ok"),
+                Err(_) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "actor gone"),
+            }
+        }
+    })
+}
+
+/// Resident memory per actor of `n` counter actors, measured in this process: call it
+/// in a process of its own (the `actor-floor` scenario) so that memory freed by other
+/// work is not reused and counted as free.
+pub async fn actor_floor_bytes(n: usize) -> anyhow::Result<f64> {
+    let before = crate::rss_bytes();
+    let (supervisor, actors) = spawn_counters(n).await?;
+    let after = crate::rss_bytes();
+    drop(actors);
+    supervisor.stop(None);
+    Ok(after.saturating_sub(before) as f64 / n.max(1) as f64)
+}
