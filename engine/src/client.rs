@@ -385,7 +385,7 @@ impl ClientState {
         if token
             .jti
             .as_ref()
-            .is_some_and(|jti| self.revoked_jtis.contains_key(jti))
+            .is_some_and(|jti| !self.revoked_jtis.is_empty() && self.revoked_jtis.contains_key(&**jti))
         {
             return Some(Refusal::TokenRevoked);
         }
@@ -404,9 +404,11 @@ impl ClientState {
                 .map_err(|_| EngineError::Timeout)??;
         }
         let limit = self.rec.daily_quota.get();
-        let thresholds = Arc::clone(&self.shared.config.warning_thresholds);
         loop {
-            match self.counter.try_admit(now, limit, &thresholds) {
+            match self
+                .counter
+                .try_admit(now, limit, &self.shared.config.warning_thresholds)
+            {
                 Admission::NeedsReservation { upto } => {
                     // The only await on the hot path: bounded by the caller's deadline.
                     let reserve = self.reserve(now, upto);

@@ -436,7 +436,7 @@ pub struct TokenContext {
     /// only makes the cut-off stricter).
     pub issued_at_ms: u64,
     /// The token id, checked against revoked ids.
-    pub jti: Option<String>,
+    pub jti: Option<Arc<str>>,
 }
 
 /// Why a request with a valid signature is refused anyway.

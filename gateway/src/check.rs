@@ -116,7 +116,7 @@ pub async fn authorize(
     }
     let context = TokenContext {
         issued_at_ms: token.claims.iat * 1000,
-        jti: Some(token.claims.jti.clone()),
+        jti: Some(token.jti.clone()),
     };
     match state
         .engine

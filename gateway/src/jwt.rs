@@ -60,6 +60,8 @@ pub struct VerifiedToken {
     pub identity: IdentityHeaders,
     /// The client actor that answered this token's last check.
     pub actor: tollgate_engine::ActorHint,
+    /// The token id, shared with every check of this token (no copy per request).
+    pub jti: Arc<str>,
 }
 
 /// `X-Tollgate-Client-Id`, `-Org`, `-Scopes` values of a token.
@@ -230,12 +232,14 @@ impl TokenService {
             org: header(&claims.org)?,
             scopes: header(&claims.scope)?,
         };
+        let claims_jti = Arc::from(claims.jti.as_str());
         Ok(VerifiedToken {
             claims,
             client_id,
             scopes,
             identity,
             actor: tollgate_engine::ActorHint::default(),
+            jti: claims_jti,
         })
     }
 }

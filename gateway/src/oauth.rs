@@ -411,7 +411,7 @@ async fn introspect(
     }
     let context = TokenContext {
         issued_at_ms: verified.claims.iat * 1000,
-        jti: Some(verified.claims.jti.clone()),
+        jti: Some(verified.jti.clone()),
     };
     match state.engine.token_refusal(&verified.client_id, context).await {
         Ok(None) => {}

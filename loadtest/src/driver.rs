@@ -104,6 +104,39 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<hyper::client::conn::http1:
     Ok(sender)
 }
 
+/// How often the open-loop pacer releases the requests that fell due.
+const PACE_TICK: Duration = Duration::from_micros(100);
+
+/// Open-loop pacing finer than tokio's timer (whose 1 ms granularity would add up to a
+/// millisecond to every measured latency): a thread releases one permit per request as
+/// it falls due, checking every [`PACE_TICK`], so a request leaves within about a tick
+/// of its intended time. Latency is still measured from the intended time. It stops at
+/// the deadline or when told, and then closes the permits so waiting workers end.
+fn pace(
+    rate: f64,
+    start: Instant,
+    deadline: Instant,
+    permits: Arc<tokio::sync::Semaphore>,
+    shared: Arc<Shared>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("pacer".into()).spawn(move || {
+        let mut released = 0u64;
+        loop {
+            let now = Instant::now();
+            if now >= deadline || shared.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let due = ((now - start).as_secs_f64() * rate) as u64 + 1;
+            if due > released {
+                permits.add_permits((due - released) as usize);
+                released = due;
+            }
+            std::thread::sleep(PACE_TICK);
+        }
+        permits.close();
+    })
+}
+
 /// Runs the load and returns what it measured.
 pub async fn run(spec: LoadSpec, make: MakeRequest) -> anyhow::Result<Outcome> {
     let shared = Arc::new(Shared {
@@ -138,28 +171,40 @@ pub async fn run(spec: LoadSpec, make: MakeRequest) -> anyhow::Result<Outcome> {
             }
         })
     });
+    let permits = Arc::new(tokio::sync::Semaphore::new(0));
+    let pacer = match spec.rate {
+        Some(rate) => Some(pace(rate, start, deadline, permits.clone(), shared.clone())?),
+        None => None,
+    };
     let mut workers = Vec::with_capacity(spec.connections);
     for _ in 0..spec.connections.max(1) {
         let shared = shared.clone();
         let make = make.clone();
         let spec = spec.clone();
+        let permits = permits.clone();
         workers.push(tokio::spawn(async move {
             let mut hist = histogram();
             let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
             let mut sender = None;
             loop {
+                if spec.rate.is_some() {
+                    // Open loop: wait for the pacer to release a request that is due.
+                    match permits.acquire().await {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => break,
+                    }
+                }
                 let i = shared.next.fetch_add(1, Ordering::Relaxed);
                 if spec.max_requests.is_some_and(|max| i >= max) {
                     break;
                 }
-                // Open loop: request i is due at start + i / rate.
+                // Open loop: request i is due at start + i / rate (released by then).
                 let intended = match spec.rate {
                     Some(rate) => {
                         let due = start + Duration::from_secs_f64(i as f64 / rate);
                         if due >= deadline {
                             break;
                         }
-                        tokio::time::sleep_until(due.into()).await;
                         due
                     }
                     None => {
@@ -216,6 +261,9 @@ pub async fn run(spec: LoadSpec, make: MakeRequest) -> anyhow::Result<Outcome> {
     }
     let elapsed = start.elapsed();
     shared.stop.store(true, Ordering::Relaxed);
+    if let Some(pacer) = pacer {
+        let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
+    }
     if let Some(progress) = progress {
         progress.abort();
     }
