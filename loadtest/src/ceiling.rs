@@ -6,12 +6,16 @@
 //! design allows here:
 //! - [`actor_router`]: a bare axum handler that makes one ractor call to one of N
 //!   trivial actors (each holding a counter it increments) and answers "ok";
+//! - [`proxy_router`]: a bare reverse proxy to the same upstream, the ceiling of
+//!   `proxy` (two HTTP exchanges per request where the direct call has one);
 //! - [`actor_floor_bytes`]: the resident memory of N such actors, linked to one
 //!   supervisor as the engine's client actors are, each having handled a message.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use axum::response::IntoResponse;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 /// A message to a trivial actor: count one and answer with the count.
@@ -94,4 +98,26 @@ pub async fn actor_floor_bytes(n: usize) -> anyhow::Result<f64> {
     drop(actors);
     supervisor.stop(None);
     Ok(after.saturating_sub(before) as f64 / n.max(1) as f64)
+}
+
+/// A bare reverse proxy: forwards every request to `upstream` with the same HTTP
+/// client the gateway uses, and nothing else — the ceiling of proxying here, since a
+/// proxied request costs two HTTP exchanges where a direct one costs one.
+pub fn proxy_router(upstream: SocketAddr) -> anyhow::Result<axum::Router> {
+    let client = tollgate_gateway::check::Upstream::new(format!("http://{upstream}").parse()?).client;
+    Ok(axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let client = client.clone();
+        async move {
+            let (mut parts, body) = request.into_parts();
+            let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let Ok(uri) = format!("http://{upstream}{path}").parse() else {
+                return axum::http::StatusCode::BAD_REQUEST.into_response();
+            };
+            parts.uri = uri;
+            match client.request(axum::http::Request::from_parts(parts, body)).await {
+                Ok(response) => response.map(axum::body::Body::new).into_response(),
+                Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+            }
+        }
+    }))
 }

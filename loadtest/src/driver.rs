@@ -122,8 +122,15 @@ fn pace(
     std::thread::Builder::new().name("pacer".into()).spawn(move || {
         let mut released = 0u64;
         loop {
+            if shared.stop.load(Ordering::Relaxed) {
+                break;
+            }
             let now = Instant::now();
-            if now >= deadline || shared.stop.load(Ordering::Relaxed) {
+            if now >= deadline {
+                // Whatever fell due before the deadline is sent, even if this thread
+                // was descheduled past it (late, and measured from its intended time).
+                let total = ((deadline - start).as_secs_f64() * rate).ceil() as u64;
+                permits.add_permits(total.saturating_sub(released) as usize);
                 break;
             }
             let due = ((now - start).as_secs_f64() * rate) as u64 + 1;

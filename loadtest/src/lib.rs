@@ -136,6 +136,8 @@ pub struct Target {
     pub baseline: SocketAddr,
     /// The bare handler making one actor call per request (in the server's runtime).
     pub actor_baseline: SocketAddr,
+    /// A bare reverse proxy to the upstream (in the server's runtime).
+    pub proxy_baseline: SocketAddr,
     /// The proxy upstream (in the server's runtime).
     pub upstream: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -188,23 +190,26 @@ pub fn start_own_server(actors: usize) -> anyhow::Result<Target> {
                 let actor_baseline = bare_server(ceiling::actor_router(counters)).await?;
                 let upstream =
                     bare_server(axum::Router::new().fallback(|| async { "hello from the upstream" })).await?;
+                let proxy_baseline = bare_server(ceiling::proxy_router(upstream)?).await?;
                 let mut config = tollgate_gateway::serve::ServeConfig::new(data_dir);
                 config.gateway_addr = "127.0.0.1:0".parse()?;
                 config.admin_addr = "127.0.0.1:0".parse()?;
                 config.bootstrap_admin_key = Some(ADMIN_KEY.into());
                 config.upstream = Some(format!("http://{upstream}").parse()?);
                 let running = tollgate_gateway::serve::start(config).await?;
-                Ok::<_, anyhow::Error>((running, baseline, actor_baseline, counters_supervisor, upstream))
+                let addrs = (
+                    running.gateway_addr,
+                    running.admin_addr,
+                    baseline,
+                    actor_baseline,
+                    proxy_baseline,
+                    upstream,
+                );
+                Ok::<_, anyhow::Error>((running, addrs, counters_supervisor))
             };
             match setup.await {
-                Ok((running, baseline, actor_baseline, counters_supervisor, upstream)) => {
-                    let _ = ready_tx.send(Ok((
-                        running.gateway_addr,
-                        running.admin_addr,
-                        baseline,
-                        actor_baseline,
-                        upstream,
-                    )));
+                Ok((running, addrs, counters_supervisor)) => {
+                    let _ = ready_tx.send(Ok(addrs));
                     let _ = stop_rx.await;
                     let _ = running.shutdown().await;
                     counters_supervisor.stop(None);
@@ -215,13 +220,15 @@ pub fn start_own_server(actors: usize) -> anyhow::Result<Target> {
             }
         });
     })?;
-    let (gateway, admin, baseline, actor_baseline, upstream) = ready_rx.recv().context("the server thread died")??;
+    let (gateway, admin, baseline, actor_baseline, proxy_baseline, upstream) =
+        ready_rx.recv().context("the server thread died")??;
     Ok(Target {
         gateway,
         admin_url: format!("http://{admin}"),
         admin_key: ADMIN_KEY.into(),
         baseline,
         actor_baseline,
+        proxy_baseline,
         upstream,
         stop: Some(stop_tx),
         thread: Some(thread),
@@ -568,7 +575,11 @@ fn baselines(args: &Args, target: &Target) -> Vec<(&'static str, SocketAddr, &'s
         (Scenario::Baseline, _) => vec![bare],
         (Scenario::ActorBaseline, None) => vec![actor],
         (Scenario::ActorBaseline, Some(CompareWith::Baseline)) => vec![bare, actor],
-        (Scenario::Proxy, Some(CompareWith::Baseline)) => vec![("upstream-direct", target.upstream, "/v1/items")],
+        // A proxied request is two HTTP exchanges: a bare proxy is measured too.
+        (Scenario::Proxy, Some(CompareWith::Baseline)) => vec![
+            ("upstream-direct", target.upstream, "/v1/items"),
+            ("proxy-baseline", target.proxy_baseline, "/v1/items"),
+        ],
         // A request check is one actor message: its ceiling is measured too.
         (Scenario::Check, Some(CompareWith::Baseline)) => vec![bare, actor],
         (_, Some(CompareWith::Baseline)) => vec![bare],
@@ -619,6 +630,7 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
                 admin_key: key,
                 baseline: gateway,
                 actor_baseline: gateway,
+                proxy_baseline: gateway,
                 upstream: gateway,
                 stop: None,
                 thread: None,
@@ -739,12 +751,14 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
             "quota-exhaust: admitted {admitted} == sum of quotas {expected}, exactly"
         ));
     }
-    if let Some(actor) = results.iter().find(|m| m.name == "actor-baseline") {
-        let ratio = outcome.throughput() / actor.outcome.throughput().max(f64::MIN_POSITIVE);
-        let line = format!(
-            "{name}: {:.0} % of actor-baseline (HTTP + one actor message, the ceiling of this design here)",
-            100.0 * ratio
-        );
+    let ceiling = results.iter().find_map(|m| match m.name.as_str() {
+        "actor-baseline" => Some((m, "HTTP + one actor message, the ceiling of this design here")),
+        "proxy-baseline" => Some((m, "a bare reverse proxy, the ceiling of proxying here")),
+        _ => None,
+    });
+    if let Some((ceiling, what)) = ceiling {
+        let ratio = outcome.throughput() / ceiling.outcome.throughput().max(f64::MIN_POSITIVE);
+        let line = format!("{name}: {:.0} % of {} ({what})", 100.0 * ratio, ceiling.name);
         note = Some(match note {
             Some(n) => format!("{n}; {line}"),
             None => line,
@@ -877,5 +891,52 @@ mod tests {
             note: None,
         }]);
         assert!(report.contains("200:300 418:100"), "{report}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_open_loop_sends_exactly_rate_times_duration_requests() {
+        let addr = bare_server(axum::Router::new().fallback(|| async { "ok" }))
+            .await
+            .unwrap();
+        let host = host_header(addr);
+        let make: MakeRequest = Arc::new(move |_| get(&host, "/", None));
+        let load = LoadSpec {
+            addr,
+            connections: 16,
+            duration: Duration::from_millis(1500),
+            max_requests: None,
+            rate: Some(400.0),
+            progress: false,
+            label: "test".into(),
+        };
+        let outcome = driver::run(load, make).await.unwrap();
+        // Request i is due at i / 400 s; those due before 1.5 s are sent: 0..600.
+        assert_eq!(outcome.requests, 600);
+        assert_eq!(outcome.count(200), 600);
+        assert!(outcome.elapsed >= Duration::from_millis(1490), "{:?}", outcome.elapsed);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_ceilings_answer_like_the_server_they_stand_for() {
+        let (supervisor, counters) = ceiling::spawn_counters(3).await.unwrap();
+        let actor = bare_server(ceiling::actor_router(counters.clone())).await.unwrap();
+        let upstream = bare_server(axum::Router::new().fallback(|| async { "from upstream" }))
+            .await
+            .unwrap();
+        let proxy = bare_server(ceiling::proxy_router(upstream).unwrap()).await.unwrap();
+        let http = reqwest::Client::new();
+        for _ in 0..6 {
+            let answer = http.get(format!("http://{actor}/")).send().await.unwrap();
+            assert_eq!(answer.status(), 200);
+        }
+        // Every request reached an actor: 3 actors, one message each at spawn, then 6
+        // spread round-robin.
+        for counter in &counters {
+            assert_eq!(ractor::call!(counter, ceiling::Count::One).unwrap(), 4);
+        }
+        let proxied = http.get(format!("http://{proxy}/v1/items?x=1")).send().await.unwrap();
+        assert_eq!(proxied.status(), 200);
+        assert_eq!(proxied.text().await.unwrap(), "from upstream");
+        supervisor.stop(None);
     }
 }
