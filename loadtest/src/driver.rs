@@ -54,6 +54,8 @@ pub struct Outcome {
     pub transport_errors: u64,
     /// Latency in microseconds.
     pub latency_us: Histogram<u64>,
+    /// Resident memory of this process (server, baselines and generator) at the end.
+    pub rss_bytes: u64,
 }
 
 impl Outcome {
@@ -65,6 +67,7 @@ impl Outcome {
             statuses: BTreeMap::new(),
             transport_errors: 0,
             latency_us: Histogram::new(3)?,
+            rss_bytes: 0,
         })
     }
 
@@ -280,5 +283,6 @@ pub async fn run(spec: LoadSpec, make: MakeRequest) -> anyhow::Result<Outcome> {
         statuses,
         transport_errors: shared.errors.load(Ordering::Relaxed),
         latency_us,
+        rss_bytes: crate::rss_bytes(),
     })
 }

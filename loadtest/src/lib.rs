@@ -793,6 +793,7 @@ pub fn report_json(results: &[Measured]) -> Value {
                 },
                 "statuses": o.statuses,
                 "transport_errors": o.transport_errors,
+                "rss_mib": o.rss_bytes as f64 / 1_048_576.0,
                 "note": m.note,
             })
         }).collect::<Vec<_>>()
@@ -811,8 +812,18 @@ pub fn report_table(results: &[Measured]) -> String {
     }
     let base = results.first().map(|m| m.outcome.throughput()).unwrap_or(1.0);
     let mut out = format!(
-        "{:<16} {:>9} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8}  {}\n",
-        "scenario", "requests", "req/s", "ratio", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "statuses"
+        "{:<16} {:>9} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {}\n",
+        "scenario",
+        "requests",
+        "req/s",
+        "ratio",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "rss MiB",
+        "statuses"
     );
     for m in results {
         let o = &m.outcome;
@@ -825,7 +836,7 @@ pub fn report_table(results: &[Measured]) -> String {
             .collect::<Vec<_>>()
             .join(" ");
         out.push_str(&format!(
-            "{:<16} {:>9} {:>11.0} {:>7.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {}\n",
+            "{:<16} {:>9} {:>11.0} {:>7.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.0}  {}\n",
             m.name,
             o.requests,
             o.throughput(),
@@ -835,6 +846,7 @@ pub fn report_table(results: &[Measured]) -> String {
             ms(h.value_at_quantile(0.99)),
             ms(h.value_at_quantile(0.999)),
             ms(h.max()),
+            o.rss_bytes as f64 / 1_048_576.0,
             statuses
         ));
     }
