@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use std::cell::RefCell;
+
+use argon2::password_hash::phc::{Output, ParamsString, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -135,17 +138,75 @@ pub fn digests_equal(a: &SecretDigest, b: &SecretDigest) -> bool {
     a.ct_eq(b).into()
 }
 
-/// Argon2id PHC string of `secret` (OWASP parameters: m=19456 KiB, t=2, p=1).
-pub fn hash_secret(secret: &str) -> Result<String, EngineError> {
-    Argon2::default()
-        .hash_password(secret.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| EngineError::Internal(format!("hashing a secret failed: {e}")))
+thread_local! {
+    /// Argon2's working memory (19 MiB with the parameters above), kept by each thread
+    /// that hashes and reused: allocating it for every hash cost page faults and
+    /// zeroing each time, and glibc kept the freed 19 MiB of every thread that ever
+    /// hashed (hundreds of MiB of resident memory after a thousand creates, measured by
+    /// the load tester). Argon2 writes every block before reading it, so the previous
+    /// contents never matter.
+    static ARGON2_MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Whether `secret` matches the PHC string (constant-time inside argon2).
+/// Runs `hash` with this thread's Argon2 memory, grown to `blocks` if needed.
+fn with_argon2_memory<T>(blocks: usize, hash: impl FnOnce(&mut [Block]) -> T) -> T {
+    ARGON2_MEMORY.with(|memory| {
+        let mut memory = memory.borrow_mut();
+        if memory.len() < blocks {
+            memory.resize(blocks, Block::new());
+        }
+        hash(&mut memory[..blocks])
+    })
+}
+
+/// Argon2 output of `secret` with `salt` into `out`, using the thread's memory.
+fn argon2_into(argon2: &Argon2<'_>, params: &Params, secret: &[u8], salt: &[u8], out: &mut [u8]) -> bool {
+    with_argon2_memory(params.block_count(), |memory| {
+        argon2.hash_password_into_with_memory(secret, salt, out, memory).is_ok()
+    })
+}
+
+/// Argon2id PHC string of `secret` (OWASP parameters: m=19456 KiB, t=2, p=1).
+pub fn hash_secret(secret: &str) -> Result<String, EngineError> {
+    let failed = |e: &dyn fmt::Display| EngineError::Internal(format!("hashing a secret failed: {e}"));
+    let params = Params::default();
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let salt = argon2::password_hash::generate_salt();
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    if !argon2_into(&argon2, &params, secret.as_bytes(), &salt, &mut out) {
+        return Err(failed(&"Argon2 refused its input"));
+    }
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| failed(&e))?,
+        salt: Some(Salt::new(&salt).map_err(|e| failed(&e))?),
+        hash: Some(Output::new(&out).map_err(|e| failed(&e))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Whether `secret` matches the PHC string (the outputs are compared in constant time).
 pub fn verify_secret(secret: &str, phc: &str) -> bool {
-    Argon2::default().verify_password(secret.as_bytes(), phc).is_ok()
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (Algorithm::try_from(hash.algorithm.as_str()), Params::try_from(&hash)) else {
+        return false;
+    };
+    let Ok(version) = hash.version.map_or(Ok(Version::default()), Version::try_from) else {
+        return false;
+    };
+    let expected = expected.as_bytes();
+    let mut out = [0u8; 64];
+    let Some(out) = out.get_mut(..expected.len()) else {
+        return false;
+    };
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    argon2_into(&argon2, &params, secret.as_bytes(), salt, out) && bool::from(out.ct_eq(expected))
 }
 
 /// Runs Argon2 work on tokio's blocking threads, at most `permits` at a time, with at
@@ -233,6 +294,49 @@ mod tests {
         assert!(verify_secret(secret.expose(), &phc));
         let other = ClientSecret::generate(&SlotId::generate());
         assert!(!verify_secret(other.expose(), &phc));
+    }
+
+    #[test]
+    fn hashes_are_interchangeable_with_the_argon2_crates_own() {
+        use argon2::{PasswordHasher, PasswordVerifier};
+        let secret = ClientSecret::generate(&SlotId::generate());
+        // Theirs verified by ours (data dirs written before the memory was reused).
+        let theirs = Argon2::default()
+            .hash_password(secret.expose().as_bytes())
+            .unwrap()
+            .to_string();
+        assert!(verify_secret(secret.expose(), &theirs));
+        assert!(!verify_secret("tgs_wrong", &theirs));
+        // Ours verified by theirs, twice on one thread (the memory is reused).
+        for _ in 0..2 {
+            let ours = hash_secret(secret.expose()).unwrap();
+            assert!(
+                Argon2::default()
+                    .verify_password(secret.expose().as_bytes(), ours.as_str())
+                    .is_ok()
+            );
+            assert!(verify_secret(secret.expose(), &ours));
+        }
+        // A hash from other parameters (smaller memory) verifies with its own ones.
+        let small = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(1024, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"short")
+        .unwrap()
+        .to_string();
+        assert!(verify_secret("short", &small));
+        assert!(!verify_secret("shorT", &small));
+        // Broken strings never verify.
+        for broken in [
+            "",
+            "seeded-without-a-secret",
+            "$argon2id$v=19$m=19456,t=2,p=1$",
+            &theirs[..theirs.len() - 4],
+        ] {
+            assert!(!verify_secret(secret.expose(), broken), "{broken}");
+        }
     }
 
     #[test]
