@@ -409,17 +409,28 @@ pub struct Rotated {
 
 /// The client actor that last answered for one integration, remembered by a caller
 /// so that its next check skips the directory lookup (DESIGN.md: "a hot path may
-/// cache `ActorRef`s so a check is one message").
+/// cache `ActorRef`s so a check is one message"). It holds the shard's handle of that
+/// actor, which the shard empties when it lets the actor go: a hint kept in a cache
+/// never keeps an evicted actor in memory.
 #[derive(Default)]
-pub struct ActorHint(std::sync::Mutex<Option<ActorRef<ClientMsg>>>);
+pub struct ActorHint(std::sync::Mutex<Option<Arc<crate::shard::LiveActor>>>);
 
 impl ActorHint {
     fn get(&self) -> Option<ActorRef<ClientMsg>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()?
+            .get()
     }
 
-    fn set(&self, actor: Option<ActorRef<ClientMsg>>) {
-        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = actor;
+    fn set(&self, live: Option<Arc<crate::shard::LiveActor>>) {
+        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = live;
+    }
+
+    /// Whether the hint currently leads to a resident actor.
+    pub fn is_live(&self) -> bool {
+        self.get().is_some()
     }
 }
 
@@ -762,7 +773,7 @@ impl Engine {
                         return Ok(None);
                     };
                     if let Some(hint) = hint {
-                        hint.set(Some(actor.clone()));
+                        hint.set(self.shard_of(client).directory.live(client));
                     }
                     actor
                 }

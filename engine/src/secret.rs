@@ -6,12 +6,11 @@
 //! scanners recognise a Tollgate secret, the checksum lets them (and us) reject typos
 //! and fakes offline, and the slot id finds the integration without a hash lookup.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-
-use std::cell::RefCell;
 
 use argon2::password_hash::phc::{Output, ParamsString, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
@@ -148,8 +147,16 @@ thread_local! {
     static ARGON2_MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The most working memory a thread keeps between hashes (blocks of 1 KiB): room for
+/// the parameters above with margin. A stored hash with larger parameters still
+/// verifies, in memory allocated for that one run.
+const KEPT_ARGON2_BLOCKS: usize = 64 * 1024;
+
 /// Runs `hash` with this thread's Argon2 memory, grown to `blocks` if needed.
 fn with_argon2_memory<T>(blocks: usize, hash: impl FnOnce(&mut [Block]) -> T) -> T {
+    if blocks > KEPT_ARGON2_BLOCKS {
+        return hash(&mut vec![Block::new(); blocks]);
+    }
     ARGON2_MEMORY.with(|memory| {
         let mut memory = memory.borrow_mut();
         if memory.len() < blocks {

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -23,6 +23,23 @@ use crate::engine::{EngineError, EngineResult, Shared};
 struct Resident {
     actor: ActorRef<ClientMsg>,
     last_active_ms: Arc<AtomicU64>,
+    live: Arc<LiveActor>,
+}
+
+/// The actor of one resident integration, shared by its directory entry and the
+/// callers' [`crate::ActorHint`]s; emptied when the shard lets the actor go, so that
+/// a remembered hint never keeps an evicted actor (and its channels) in memory.
+#[derive(Default)]
+pub(crate) struct LiveActor(Mutex<Option<ActorRef<ClientMsg>>>);
+
+impl LiveActor {
+    pub(crate) fn get(&self) -> Option<ActorRef<ClientMsg>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+    }
 }
 
 /// Client id → resident actor, written only by the shard, read by the engine.
@@ -35,6 +52,12 @@ impl Directory {
     pub(crate) fn get(&self, client: &ClientId) -> Option<ActorRef<ClientMsg>> {
         let map = self.map.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         map.get(client).map(|r| r.actor.clone())
+    }
+
+    /// The shared handle of `client`'s resident actor, for callers to remember.
+    pub(crate) fn live(&self, client: &ClientId) -> Option<Arc<LiveActor>> {
+        let map = self.map.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.get(client).map(|r| r.live.clone())
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -164,8 +187,10 @@ impl ShardState {
         let client = self.by_actor.remove(&actor)?;
         {
             let mut directory = self.directory.write();
-            if directory.get(&client).is_some_and(|r| r.actor.get_id() == actor) {
-                directory.remove(&client);
+            if directory.get(&client).is_some_and(|r| r.actor.get_id() == actor)
+                && let Some(gone) = directory.remove(&client)
+            {
+                gone.live.clear();
             }
         }
         self.report_resident();
@@ -209,6 +234,7 @@ impl ShardState {
             Resident {
                 actor: actor.clone(),
                 last_active_ms,
+                live: Arc::new(LiveActor(Mutex::new(Some(actor.clone())))),
             },
         );
         // The cap holds at every moment, not only at the next eviction tick: beyond
@@ -272,6 +298,9 @@ impl ShardState {
             let mut directory = self.directory.write();
             clients.iter().filter_map(|c| directory.remove(c)).collect()
         };
+        for resident in &residents {
+            resident.live.clear();
+        }
         let timeout = self.shared.config.call_timeout;
         let mut calls = JoinSet::new();
         for resident in residents {

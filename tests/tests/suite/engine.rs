@@ -737,12 +737,15 @@ async fn a_remembered_actor_is_used_until_evicted_or_crashed_then_looked_up_agai
             .unwrap();
         assert_eq!(used(outcome), expected);
     }
+    assert!(hint.is_live());
 
     // Evicted: the remembered actor retires (its exact count persisted) and must not
-    // count again; the check reaches the integration's new actor.
+    // count again, nor stay in memory through the hint; the check reaches the
+    // integration's new actor.
     t.clock.advance(Duration::from_secs(61));
     t.engine.check(&other, token_now(&t)).await.unwrap();
     assert_eq!(t.engine.evict_idle_now().await.unwrap(), 1);
+    assert!(!hint.is_live(), "the hint let go of the evicted actor");
     let outcome = t
         .engine
         .check_hinted(&client, token_now(&t), Some(&hint))
@@ -759,6 +762,7 @@ async fn a_remembered_actor_is_used_until_evicted_or_crashed_then_looked_up_agai
         .await
         .unwrap();
     assert_eq!(used(outcome), 5);
+    assert!(hint.is_live(), "the hint now leads to the new actor");
 
     // Crashed: same, from the reservation (never under-counts).
     t.engine.crash_client_actor_for_tests(&client).await.unwrap();
