@@ -252,6 +252,8 @@ fn loopback_addr(url: &str) -> anyhow::Result<SocketAddr> {
 /// built once so that the load generator spends its time sending, not formatting.
 #[derive(Debug, Clone)]
 pub struct Credential {
+    /// Integration id (admin API).
+    pub id: String,
     /// Client id.
     pub client_id: String,
     /// Secret.
@@ -301,6 +303,7 @@ pub async fn register(
                     .error_for_status()?
                     .json()
                     .await?;
+                let id = created["integration"]["id"].as_str().context("no id")?.to_owned();
                 let client_id = created["integration"]["client_id"]
                     .as_str()
                     .context("no client id")?
@@ -326,6 +329,7 @@ pub async fn register(
                 };
                 let bearer = HeaderValue::try_from(format!("Bearer {token}"))?;
                 Ok::<_, anyhow::Error>(Credential {
+                    id,
                     client_id,
                     secret,
                     basic: HeaderValue::try_from(basic)?,
@@ -377,14 +381,29 @@ pub struct Measured {
     pub note: Option<String>,
 }
 
-async fn warm_up(args: &Args, mut load: LoadSpec, make: MakeRequest) -> anyhow::Result<()> {
+/// Unrecorded load before a measured run; returns how many requests were admitted.
+async fn warm_up(args: &Args, mut load: LoadSpec, make: MakeRequest) -> anyhow::Result<u64> {
     if args.warmup == 0 {
-        return Ok(());
+        return Ok(0);
     }
     load.duration = Duration::from_secs(args.warmup);
     load.progress = false;
-    driver::run(load, make).await?;
-    Ok(())
+    Ok(driver::run(load, make).await?.count(200))
+}
+
+/// Today's count of an integration, as the admin API reports it.
+async fn used_today(target: &Target, integration_id: &str) -> anyhow::Result<u64> {
+    let shown: Value = reqwest::Client::new()
+        .get(format!("{}/admin/v1/integrations/{integration_id}", target.admin_url))
+        .bearer_auth(&target.admin_key)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    shown["usage_today"]["used"]
+        .as_u64()
+        .context("the admin API did not report today's usage")
 }
 
 /// The time of one Argon2id verify with production parameters, measured here now.
@@ -725,9 +744,11 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
             unreachable!("handled above")
         }
     };
-    if !matches!(args.scenario, Scenario::QuotaExhaust | Scenario::TokenCold) {
-        warm_up(&args, load.clone(), make.clone()).await?;
-    }
+    let warm_admitted = if matches!(args.scenario, Scenario::QuotaExhaust | Scenario::TokenCold) {
+        0
+    } else {
+        warm_up(&args, load.clone(), make.clone()).await?
+    };
     let outcome = driver::run(load, make).await?;
     let mut note = None;
     if args.scenario == Scenario::TokenCold {
@@ -740,6 +761,16 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
             per_verify.as_secs_f64() * 1000.0,
             100.0 * admitted / ceiling
         ));
+    }
+    if args.scenario == Scenario::HotKey {
+        // Exact accounting under contention: the one integration's count is every
+        // admitted answer (warm-up included), no more and no less.
+        let admitted = warm_admitted + outcome.count(200);
+        let used = used_today(&target, &creds[0].id).await?;
+        if used != admitted {
+            bail!("hot-key: the server counted {used} requests but admitted {admitted}");
+        }
+        note = Some(format!("hot-key: counted {used} == admitted {admitted}, exactly"));
     }
     if args.scenario == Scenario::QuotaExhaust {
         let expected = quota * creds.len() as u64;
