@@ -385,7 +385,7 @@ impl ClientState {
         if token
             .jti
             .as_ref()
-            .is_some_and(|jti| !self.revoked_jtis.is_empty() && self.revoked_jtis.contains_key(&**jti))
+            .is_some_and(|jti| self.revoked_jtis.contains_key(&**jti))
         {
             return Some(Refusal::TokenRevoked);
         }

@@ -29,7 +29,6 @@ struct Resident {
 /// The actor of one resident integration, shared by its directory entry and the
 /// callers' [`crate::ActorHint`]s; emptied when the shard lets the actor go, so that
 /// a remembered hint never keeps an evicted actor (and its channels) in memory.
-#[derive(Default)]
 pub(crate) struct LiveActor(Mutex<Option<ActorRef<ClientMsg>>>);
 
 impl LiveActor {
