@@ -160,14 +160,19 @@ fn original_method<'a>(headers: &'a HeaderMap, method: &'a Method) -> &'a str {
 
 /// `ANY /v1/check/{*path}`: 200 allow, or the refusal, with the same headers the
 /// proxy would send. The path checked is the part after `/v1/check`.
-async fn check(State(state): State<GatewayState>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    let path = uri
+///
+/// It takes the whole request rather than the method, URI and header extractors,
+/// which would each clone their part of it on every check.
+async fn check(State(state): State<GatewayState>, request: Request) -> Response {
+    let (parts, _body) = request.into_parts();
+    let path = parts
+        .uri
         .path()
         .strip_prefix("/v1/check")
         .filter(|p| !p.is_empty())
         .unwrap_or("/");
-    let method = original_method(&headers, &method);
-    match authorize(&state, &headers, method, path).await {
+    let method = original_method(&parts.headers, &parts.method);
+    match authorize(&state, &parts.headers, method, path).await {
         Ok(ok) => {
             let mut response = StatusCode::OK.into_response();
             response.headers_mut().reserve(CHECKED_RESPONSE_HEADERS);

@@ -6,6 +6,9 @@
 //! design allows here:
 //! - [`actor_router`]: a bare axum handler that makes one ractor call to one of N
 //!   trivial actors (each holding a counter it increments) and answers "ok";
+//! - [`contract_router`]: the same, answering a request check's request with the
+//!   nine headers DESIGN §7 puts on every checked answer, so that `check` can be
+//!   compared with what its wire contract costs by itself;
 //! - [`proxy_router`]: a bare reverse proxy to the same upstream, the ceiling of
 //!   `proxy` (two HTTP exchanges per request where the direct call has one);
 //! - [`actor_floor_bytes`]: the resident memory of N such actors, linked to one
@@ -84,6 +87,70 @@ pub fn actor_router(actors: Vec<ActorRef<Count>>) -> axum::Router {
                 Ok(_) => (axum::http::StatusCode::OK, "ok"),
                 Err(_) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "actor gone"),
             }
+        }
+    })
+}
+
+/// A bare handler answering as a request check must (DESIGN §7), without Tollgate:
+/// it reads the bearer token, makes one actor call, and sends the six quota headers
+/// (formatted from the actor's count) and the three identity headers. It is sent the
+/// very requests `check` is sent, so the two differ only in Tollgate's own work:
+/// verifying (a cached) token, the route policy, the engine's check-and-consume.
+pub fn contract_router(actors: Vec<ActorRef<Count>>) -> axum::Router {
+    use axum::http::{HeaderValue, StatusCode, header};
+    // Identities shaped like registered ones: a generated client id, the load
+    // tester's organisations and scope.
+    let identities: Vec<[HeaderValue; 3]> = (0..actors.len())
+        .map(|i| {
+            [
+                HeaderValue::from_str(tollgate_engine::model::ClientId::generate().as_str()),
+                HeaderValue::from_str(&format!("load{}", i % 10)),
+                HeaderValue::from_str("items:read"),
+            ]
+            .map(|v| v.unwrap_or(HeaderValue::from_static("x")))
+        })
+        .collect();
+    let shared = Arc::new((actors, identities));
+    let next = Arc::new(AtomicUsize::new(0));
+    axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let (shared, next) = (shared.clone(), next.clone());
+        async move {
+            let bearer = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if bearer.is_none_or(str::is_empty) {
+                return StatusCode::UNAUTHORIZED.into_response();
+            }
+            let (actors, identities) = &*shared;
+            let i = next.fetch_add(1, Ordering::Relaxed) % actors.len();
+            let Ok(used) = ractor::call!(actors[i], Count::One) else {
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            };
+            let limit: u64 = 1_000_000_000;
+            let remaining = limit.saturating_sub(used);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let reset_at = (now / 86_400 + 1) * 86_400;
+            let [client_id, org, scopes] = identities[i].clone();
+            let mut response = StatusCode::OK.into_response();
+            let h = response.headers_mut();
+            let value = |text: String| HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("0"));
+            h.insert("ratelimit-policy", value(format!("\"daily\";q={limit};w=86400")));
+            h.insert(
+                "ratelimit",
+                value(format!("\"daily\";r={remaining};t={}", reset_at - now)),
+            );
+            h.insert("x-ratelimit-limit", HeaderValue::from(limit));
+            h.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
+            h.insert("x-ratelimit-used", HeaderValue::from(used));
+            h.insert("x-ratelimit-reset", HeaderValue::from(reset_at));
+            h.insert("x-tollgate-client-id", client_id);
+            h.insert("x-tollgate-org", org);
+            h.insert("x-tollgate-scopes", scopes);
+            response
         }
     })
 }

@@ -3,8 +3,8 @@
 //! *intended* send time, so when the server falls behind the queueing shows up in
 //! the percentiles instead of being hidden (coordinated omission).
 //!
-//! Each worker owns one keep-alive HTTP/1.1 connection; every run is bounded by a
-//! duration and, optionally, a request count.
+//! Each worker owns one keep-alive HTTP/1.1 connection ([`crate::wire`]); every run is
+//! bounded by a duration and, optionally, a request count.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,15 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use axum::body::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
 use hyper::Request;
-use hyper_util::rt::TokioIo;
+
+use crate::wire::Connection;
 
 /// Builds request number `i`.
-pub type MakeRequest = Arc<dyn Fn(u64) -> Request<Full<Bytes>> + Send + Sync>;
+pub type MakeRequest = Arc<dyn Fn(u64) -> Request<Bytes> + Send + Sync>;
 
 /// How to load.
 #[derive(Debug, Clone)]
@@ -56,6 +55,10 @@ pub struct Outcome {
     pub latency_us: Histogram<u64>,
     /// Resident memory of this process (server, baselines and generator) at the end.
     pub rss_bytes: u64,
+    /// CPU time the server under test spent during the run (every thread of this
+    /// process except the generator's, [`crate::server_cpu_ns`]); `None` for a server
+    /// in another process.
+    pub server_cpu: Option<Duration>,
 }
 
 impl Outcome {
@@ -68,12 +71,20 @@ impl Outcome {
             transport_errors: 0,
             latency_us: Histogram::new(3)?,
             rss_bytes: 0,
+            server_cpu: None,
         })
     }
 
     /// Answers per second.
     pub fn throughput(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The server's CPU time per answered request: its cost independent of how the
+    /// two cores were shared with the generator.
+    pub fn server_cpu_per_request(&self) -> Option<Duration> {
+        let cpu = self.server_cpu?;
+        (self.requests > 0).then(|| cpu / self.requests.min(u64::from(u32::MAX)) as u32)
     }
 
     /// How many answers had `status`.
@@ -95,18 +106,6 @@ struct Shared {
     stop: AtomicBool,
 }
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("cannot connect to {addr}"))?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(sender)
-}
-
 /// How often the open-loop pacer releases the requests that fell due.
 const PACE_TICK: Duration = Duration::from_micros(100);
 
@@ -122,29 +121,31 @@ fn pace(
     permits: Arc<tokio::sync::Semaphore>,
     shared: Arc<Shared>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("pacer".into()).spawn(move || {
-        let mut released = 0u64;
-        loop {
-            if shared.stop.load(Ordering::Relaxed) {
-                break;
+    std::thread::Builder::new()
+        .name(crate::GENERATOR_THREAD.into())
+        .spawn(move || {
+            let mut released = 0u64;
+            loop {
+                if shared.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    // Whatever fell due before the deadline is sent, even if this thread
+                    // was descheduled past it (late, and measured from its intended time).
+                    let total = ((deadline - start).as_secs_f64() * rate).ceil() as u64;
+                    permits.add_permits(total.saturating_sub(released) as usize);
+                    break;
+                }
+                let due = ((now - start).as_secs_f64() * rate) as u64 + 1;
+                if due > released {
+                    permits.add_permits((due - released) as usize);
+                    released = due;
+                }
+                std::thread::sleep(PACE_TICK);
             }
-            let now = Instant::now();
-            if now >= deadline {
-                // Whatever fell due before the deadline is sent, even if this thread
-                // was descheduled past it (late, and measured from its intended time).
-                let total = ((deadline - start).as_secs_f64() * rate).ceil() as u64;
-                permits.add_permits(total.saturating_sub(released) as usize);
-                break;
-            }
-            let due = ((now - start).as_secs_f64() * rate) as u64 + 1;
-            if due > released {
-                permits.add_permits((due - released) as usize);
-                released = due;
-            }
-            std::thread::sleep(PACE_TICK);
-        }
-        permits.close();
-    })
+            permits.close();
+        })
 }
 
 /// Runs the load and returns what it measured.
@@ -155,6 +156,7 @@ pub async fn run(spec: LoadSpec, make: MakeRequest) -> anyhow::Result<Outcome> {
         errors: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
+    let cpu_before = crate::server_cpu_ns();
     let start = Instant::now();
     let deadline = start + spec.duration;
     let progress = spec.progress.then(|| {
@@ -195,7 +197,7 @@ pub async fn run(spec: LoadSpec, make: MakeRequest) -> anyhow::Result<Outcome> {
         workers.push(tokio::spawn(async move {
             let mut hist = histogram();
             let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
-            let mut sender = None;
+            let mut connection: Option<Connection> = None;
             loop {
                 if spec.rate.is_some() {
                     // Open loop: wait for the pacer to release a request that is due.
@@ -225,9 +227,9 @@ pub async fn run(spec: LoadSpec, make: MakeRequest) -> anyhow::Result<Outcome> {
                         now
                     }
                 };
-                if sender.is_none() {
-                    match connect(spec.addr).await {
-                        Ok(s) => sender = Some(s),
+                if connection.is_none() {
+                    match Connection::connect(spec.addr).await {
+                        Ok(c) => connection = Some(c),
                         Err(_) => {
                             shared.errors.fetch_add(1, Ordering::Relaxed);
                             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -235,17 +237,12 @@ pub async fn run(spec: LoadSpec, make: MakeRequest) -> anyhow::Result<Outcome> {
                         }
                     }
                 }
-                let Some(conn) = sender.as_mut() else { continue };
-                let result = async {
-                    conn.ready().await?;
-                    let response = conn.send_request(make(i)).await?;
-                    let status = response.status().as_u16();
-                    response.into_body().collect().await?;
-                    Ok::<u16, hyper::Error>(status)
-                }
-                .await;
-                match result {
+                let Some(conn) = connection.as_mut() else { continue };
+                match conn.exchange(&make(i)).await {
                     Ok(status) => {
+                        if !conn.reusable() {
+                            connection = None;
+                        }
                         let micros = intended.elapsed().as_micros().max(1) as u64;
                         let _ = hist.record(micros.min(60_000_000));
                         *statuses.entry(status).or_default() += 1;
@@ -253,7 +250,7 @@ pub async fn run(spec: LoadSpec, make: MakeRequest) -> anyhow::Result<Outcome> {
                     }
                     Err(_) => {
                         shared.errors.fetch_add(1, Ordering::Relaxed);
-                        sender = None;
+                        connection = None;
                     }
                 }
             }
@@ -270,6 +267,7 @@ pub async fn run(spec: LoadSpec, make: MakeRequest) -> anyhow::Result<Outcome> {
         }
     }
     let elapsed = start.elapsed();
+    let server_cpu = cpu_before.as_ref().and_then(crate::server_cpu_since);
     shared.stop.store(true, Ordering::Relaxed);
     if let Some(pacer) = pacer {
         let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
@@ -284,5 +282,6 @@ pub async fn run(spec: LoadSpec, make: MakeRequest) -> anyhow::Result<Outcome> {
         transport_errors: shared.errors.load(Ordering::Relaxed),
         latency_us,
         rss_bytes: crate::rss_bytes(),
+        server_cpu,
     })
 }

@@ -12,7 +12,9 @@
 
 pub mod ceiling;
 pub mod driver;
+pub mod wire;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +23,6 @@ use anyhow::{Context, bail};
 use axum::body::Bytes;
 use base64::Engine as _;
 use clap::{Parser, ValueEnum};
-use http_body_util::Full;
 use hyper::Request;
 use hyper::header::HeaderValue;
 use serde_json::{Value, json};
@@ -136,6 +137,9 @@ pub struct Target {
     pub baseline: SocketAddr,
     /// The bare handler making one actor call per request (in the server's runtime).
     pub actor_baseline: SocketAddr,
+    /// The bare actor-call handler answering with a check's headers (in the server's
+    /// runtime).
+    pub contract_baseline: SocketAddr,
     /// A bare reverse proxy to the upstream (in the server's runtime).
     pub proxy_baseline: SocketAddr,
     /// The proxy upstream (in the server's runtime).
@@ -187,6 +191,7 @@ pub fn start_own_server(actors: usize) -> anyhow::Result<Target> {
             let setup = async {
                 let baseline = bare_server(axum::Router::new().fallback(|| async { "ok" })).await?;
                 let (counters_supervisor, counters) = ceiling::spawn_counters(actors.max(1)).await?;
+                let contract_baseline = bare_server(ceiling::contract_router(counters.clone())).await?;
                 let actor_baseline = bare_server(ceiling::actor_router(counters)).await?;
                 let upstream =
                     bare_server(axum::Router::new().fallback(|| async { "hello from the upstream" })).await?;
@@ -202,6 +207,7 @@ pub fn start_own_server(actors: usize) -> anyhow::Result<Target> {
                     running.admin_addr,
                     baseline,
                     actor_baseline,
+                    contract_baseline,
                     proxy_baseline,
                     upstream,
                 );
@@ -220,7 +226,7 @@ pub fn start_own_server(actors: usize) -> anyhow::Result<Target> {
             }
         });
     })?;
-    let (gateway, admin, baseline, actor_baseline, proxy_baseline, upstream) =
+    let (gateway, admin, baseline, actor_baseline, contract_baseline, proxy_baseline, upstream) =
         ready_rx.recv().context("the server thread died")??;
     Ok(Target {
         gateway,
@@ -228,6 +234,7 @@ pub fn start_own_server(actors: usize) -> anyhow::Result<Target> {
         admin_key: ADMIN_KEY.into(),
         baseline,
         actor_baseline,
+        contract_baseline,
         proxy_baseline,
         upstream,
         stop: Some(stop_tx),
@@ -349,20 +356,20 @@ pub async fn register(
     Ok(out)
 }
 
-fn get(host: &HeaderValue, path: &'static str, bearer: Option<&HeaderValue>) -> Request<Full<Bytes>> {
+fn get(host: &HeaderValue, path: &'static str, bearer: Option<&HeaderValue>) -> Request<Bytes> {
     let mut builder = Request::get(path).header("host", host.clone());
     if let Some(bearer) = bearer {
         builder = builder.header("authorization", bearer.clone());
     }
-    builder.body(Full::new(Bytes::new())).unwrap_or_default()
+    builder.body(Bytes::new()).unwrap_or_default()
 }
 
-fn token_request(host: &HeaderValue, basic: &HeaderValue) -> Request<Full<Bytes>> {
+fn token_request(host: &HeaderValue, basic: &HeaderValue) -> Request<Bytes> {
     Request::post("/oauth/token")
         .header("host", host.clone())
         .header("authorization", basic.clone())
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from_static(b"grant_type=client_credentials")))
+        .body(Bytes::from_static(b"grant_type=client_credentials"))
         .unwrap_or_default()
 }
 
@@ -466,6 +473,51 @@ fn seed(dir: &std::path::Path, n: usize, quiet: bool) -> anyhow::Result<Vec<toll
 }
 
 /// Resident set size of this process, bytes.
+/// The name of the load generator's threads (its runtime's workers and the pacer):
+/// every other thread of this process belongs to the server under test.
+pub const GENERATOR_THREAD: &str = "loadgen";
+
+/// CPU time each thread of this process other than the load generator's has run, in
+/// nanoseconds by thread id (`/proc/self/task/*/schedstat`): when the server runs in
+/// this process, its CPU cost. `None` where `/proc` cannot be read.
+pub fn server_cpu_ns() -> Option<HashMap<u64, u64>> {
+    let main = u64::from(std::process::id());
+    let mut threads = HashMap::new();
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u64>().ok()) else {
+            continue;
+        };
+        if tid == main {
+            // The main thread only waits for the run to end.
+            continue;
+        }
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim_end() == GENERATOR_THREAD {
+            continue;
+        }
+        let ran = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()));
+        if let Some(ran) = ran {
+            threads.insert(tid, ran);
+        }
+    }
+    Some(threads)
+}
+
+/// The server's CPU time since `before` (a [`server_cpu_ns`] reading), thread by
+/// thread: a thread that ended meanwhile (an idle blocking-pool thread, say) is not
+/// counted, so this can only under-count.
+pub fn server_cpu_since(before: &HashMap<u64, u64>) -> Option<Duration> {
+    let now = server_cpu_ns()?;
+    let ran = now
+        .iter()
+        .map(|(tid, ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+        .sum();
+    Some(Duration::from_nanos(ran))
+}
+
 pub(crate) fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
@@ -649,6 +701,7 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
                 admin_key: key,
                 baseline: gateway,
                 actor_baseline: gateway,
+                contract_baseline: gateway,
                 proxy_baseline: gateway,
                 upstream: gateway,
                 stop: None,
@@ -744,6 +797,16 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
             unreachable!("handled above")
         }
     };
+    if args.scenario == Scenario::Check && args.compare.is_some() {
+        // The same requests, answered by a bare handler that sends what a check must.
+        let contract = spec(&args, target.contract_baseline, "contract-baseline");
+        warm_up(&args, contract.clone(), make.clone()).await?;
+        results.push(Measured {
+            name: "contract-baseline".into(),
+            outcome: driver::run(contract, make.clone()).await?,
+            note: None,
+        });
+    }
     let warm_admitted = if matches!(args.scenario, Scenario::QuotaExhaust | Scenario::TokenCold) {
         0
     } else {
@@ -782,12 +845,16 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
             "quota-exhaust: admitted {admitted} == sum of quotas {expected}, exactly"
         ));
     }
-    let ceiling = results.iter().find_map(|m| match m.name.as_str() {
+    let ceilings = results.iter().filter_map(|m| match m.name.as_str() {
         "actor-baseline" => Some((m, "HTTP + one actor message, the ceiling of this design here")),
+        "contract-baseline" => Some((
+            m,
+            "the same requests and answer headers with one actor message, the ceiling of this contract here",
+        )),
         "proxy-baseline" => Some((m, "a bare reverse proxy, the ceiling of proxying here")),
         _ => None,
     });
-    if let Some((ceiling, what)) = ceiling {
+    for (ceiling, what) in ceilings {
         let ratio = outcome.throughput() / ceiling.outcome.throughput().max(f64::MIN_POSITIVE);
         let line = format!("{name}: {:.0} % of {} ({what})", 100.0 * ratio, ceiling.name);
         note = Some(match note {
@@ -797,6 +864,12 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
     }
     results.push(Measured { name, outcome, note });
     drop(target);
+    if args.url.is_some() {
+        // The server runs elsewhere: this process's threads are not its cost.
+        for m in &mut results {
+            m.outcome.server_cpu = None;
+        }
+    }
     Ok(results)
 }
 
@@ -825,6 +898,7 @@ pub fn report_json(results: &[Measured]) -> Value {
                 "statuses": o.statuses,
                 "transport_errors": o.transport_errors,
                 "rss_mib": o.rss_bytes as f64 / 1_048_576.0,
+                "server_cpu_us_per_request": o.server_cpu_per_request().map(|d| d.as_secs_f64() * 1e6),
                 "note": m.note,
             })
         }).collect::<Vec<_>>()
@@ -843,7 +917,7 @@ pub fn report_table(results: &[Measured]) -> String {
     }
     let base = results.first().map(|m| m.outcome.throughput()).unwrap_or(1.0);
     let mut out = format!(
-        "{:<16} {:>9} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {}\n",
+        "{:<17} {:>9} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}  {}\n",
         "scenario",
         "requests",
         "req/s",
@@ -854,6 +928,7 @@ pub fn report_table(results: &[Measured]) -> String {
         "p99.9 ms",
         "max ms",
         "rss MiB",
+        "cpu µs",
         "statuses"
     );
     for m in results {
@@ -867,7 +942,7 @@ pub fn report_table(results: &[Measured]) -> String {
             .collect::<Vec<_>>()
             .join(" ");
         out.push_str(&format!(
-            "{:<16} {:>9} {:>11.0} {:>7.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.0}  {}\n",
+            "{:<17} {:>9} {:>11.0} {:>7.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.0} {:>7}  {}\n",
             m.name,
             o.requests,
             o.throughput(),
@@ -878,6 +953,8 @@ pub fn report_table(results: &[Measured]) -> String {
             ms(h.value_at_quantile(0.999)),
             ms(h.max()),
             o.rss_bytes as f64 / 1_048_576.0,
+            o.server_cpu_per_request()
+                .map_or_else(|| "—".to_owned(), |d| format!("{:.1}", d.as_secs_f64() * 1e6)),
             statuses
         ));
     }
@@ -980,6 +1057,36 @@ mod tests {
         let proxied = http.get(format!("http://{proxy}/v1/items?x=1")).send().await.unwrap();
         assert_eq!(proxied.status(), 200);
         assert_eq!(proxied.text().await.unwrap(), "from upstream");
+
+        // The contract ceiling wants a bearer token and answers with a check's nine
+        // headers, counting in the actors.
+        let contract = bare_server(ceiling::contract_router(counters.clone())).await.unwrap();
+        let refused = http.get(format!("http://{contract}/v1/check/x")).send().await.unwrap();
+        assert_eq!(refused.status(), 401);
+        let answer = http
+            .get(format!("http://{contract}/v1/check/x"))
+            .bearer_auth("a.b.c")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let h = answer.headers();
+        for name in [
+            "ratelimit-policy",
+            "ratelimit",
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-used",
+            "x-ratelimit-reset",
+            "x-tollgate-client-id",
+            "x-tollgate-org",
+            "x-tollgate-scopes",
+        ] {
+            assert!(h.contains_key(name), "{name} missing: {h:?}");
+        }
+        assert_eq!(h["x-ratelimit-used"], "5");
+        assert_eq!(h["ratelimit-policy"], "\"daily\";q=1000000000;w=86400");
+        assert!(h["x-tollgate-client-id"].to_str().unwrap().starts_with("tgc_"));
         supervisor.stop(None);
     }
 }

@@ -8,6 +8,7 @@ fn main() -> anyhow::Result<()> {
     // The load generator gets its own two workers; the server it starts has its own.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name(tollgate_loadtest::GENERATOR_THREAD)
         .enable_all()
         .build()?;
     let results = rt.block_on(tollgate_loadtest::run(args))?;
