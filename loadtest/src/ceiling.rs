@@ -97,7 +97,19 @@ pub fn actor_router(actors: Vec<ActorRef<Count>>) -> axum::Router {
 /// very requests `check` is sent, so the two differ only in Tollgate's own work:
 /// verifying (a cached) token, the route policy, the engine's check-and-consume.
 pub fn contract_router(actors: Vec<ActorRef<Count>>) -> axum::Router {
-    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+    // Parsed once, as the gateway's are.
+    const NAMES: [HeaderName; 9] = [
+        HeaderName::from_static("ratelimit-policy"),
+        HeaderName::from_static("ratelimit"),
+        HeaderName::from_static("x-ratelimit-limit"),
+        HeaderName::from_static("x-ratelimit-remaining"),
+        HeaderName::from_static("x-ratelimit-used"),
+        HeaderName::from_static("x-ratelimit-reset"),
+        HeaderName::from_static("x-tollgate-client-id"),
+        HeaderName::from_static("x-tollgate-org"),
+        HeaderName::from_static("x-tollgate-scopes"),
+    ];
     // Identities shaped like registered ones: a generated client id, the load
     // tester's organisations and scope.
     let identities: Vec<[HeaderValue; 3]> = (0..actors.len())
@@ -138,18 +150,30 @@ pub fn contract_router(actors: Vec<ActorRef<Count>>) -> axum::Router {
             let mut response = StatusCode::OK.into_response();
             let h = response.headers_mut();
             let value = |text: String| HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("0"));
-            h.insert("ratelimit-policy", value(format!("\"daily\";q={limit};w=86400")));
+            let [
+                policy,
+                ratelimit,
+                limit_h,
+                remaining_h,
+                used_h,
+                reset_h,
+                client_h,
+                org_h,
+                scopes_h,
+            ] = NAMES;
+            h.reserve(NAMES.len());
+            h.insert(policy, value(format!("\"daily\";q={limit};w=86400")));
             h.insert(
-                "ratelimit",
+                ratelimit,
                 value(format!("\"daily\";r={remaining};t={}", reset_at - now)),
             );
-            h.insert("x-ratelimit-limit", HeaderValue::from(limit));
-            h.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
-            h.insert("x-ratelimit-used", HeaderValue::from(used));
-            h.insert("x-ratelimit-reset", HeaderValue::from(reset_at));
-            h.insert("x-tollgate-client-id", client_id);
-            h.insert("x-tollgate-org", org);
-            h.insert("x-tollgate-scopes", scopes);
+            h.insert(limit_h, HeaderValue::from(limit));
+            h.insert(remaining_h, HeaderValue::from(remaining));
+            h.insert(used_h, HeaderValue::from(used));
+            h.insert(reset_h, HeaderValue::from(reset_at));
+            h.insert(client_h, client_id);
+            h.insert(org_h, org);
+            h.insert(scopes_h, scopes);
             response
         }
     })
