@@ -84,7 +84,7 @@ impl Outcome {
     /// two cores were shared with the generator.
     pub fn server_cpu_per_request(&self) -> Option<Duration> {
         let cpu = self.server_cpu?;
-        (self.requests > 0).then(|| cpu / self.requests.min(u64::from(u32::MAX)) as u32)
+        (self.requests > 0).then(|| Duration::from_secs_f64(cpu.as_secs_f64() / self.requests as f64))
     }
 
     /// How many answers had `status`.

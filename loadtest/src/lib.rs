@@ -119,7 +119,9 @@ pub struct Args {
 /// What `--compare` runs next to the scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CompareWith {
-    /// The scenario's own baseline (bare handler; for `proxy`, the upstream directly).
+    /// The scenario's own baseline: a bare handler; for `check` also `actor-baseline`
+    /// and `contract-baseline` (its requests, one actor call, the nine headers); for
+    /// `proxy` the upstream called directly and a bare reverse proxy.
     Baseline,
 }
 
@@ -472,7 +474,6 @@ fn seed(dir: &std::path::Path, n: usize, quiet: bool) -> anyhow::Result<Vec<toll
     Ok(clients)
 }
 
-/// Resident set size of this process, bytes.
 /// The name of the load generator's threads (its runtime's workers and the pacer):
 /// every other thread of this process belongs to the server under test.
 pub const GENERATOR_THREAD: &str = "loadgen";
@@ -518,6 +519,7 @@ pub fn server_cpu_since(before: &HashMap<u64, u64>) -> Option<Duration> {
     Some(Duration::from_nanos(ran))
 }
 
+/// Resident set size of this process, bytes.
 pub(crate) fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
