@@ -2,17 +2,32 @@
 //! own test binary, so that no other test's threads run meanwhile.
 
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-fn spin(how_long: Duration) {
-    let start = Instant::now();
+/// This thread's own CPU time so far.
+fn own_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("/proc is readable");
+    Duration::from_nanos(
+        stat.split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+/// Runs on a core until this thread has used `how_much` CPU time (not wall time: on a
+/// busy machine a thread gets less CPU than the time that passes).
+fn spin(how_much: Duration) {
+    let start = own_cpu();
     let mut x = 0u64;
-    while start.elapsed() < how_long {
-        x = std::hint::black_box(x.wrapping_add(1));
+    while own_cpu() - start < how_much {
+        for _ in 0..10_000 {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
     }
 }
 
-/// Spins for 300 ms in a thread named `name` and returns how much the server's CPU
+/// Spins for 300 ms of CPU in a thread named `name` and returns how much the server's CPU
 /// time grew meanwhile, read from inside that thread. A thread that had run for
 /// 300 ms before the first reading ends in between, as an idle blocking-pool thread
 /// would: it must not make the reading shrink.
