@@ -9,6 +9,9 @@
 //! - [`contract_router`]: the same, answering a request check's request with the
 //!   nine headers DESIGN §7 puts on every checked answer, so that `check` can be
 //!   compared with what its wire contract costs by itself;
+//! - [`token_router`]: a bare token endpoint that only does what every token must
+//!   cost (one durable audit entry, one Ed25519 signature), the ceiling of
+//!   `token-warm`;
 //! - [`proxy_router`]: a bare reverse proxy to the same upstream, the ceiling of
 //!   `proxy` (two HTTP exchanges per request where the direct call has one);
 //! - [`actor_floor_bytes`]: the resident memory of N such actors, linked to one
@@ -174,6 +177,95 @@ pub fn contract_router(actors: Vec<ActorRef<Count>>) -> axum::Router {
             h.insert(client_h, client_id);
             h.insert(org_h, org);
             h.insert(scopes_h, scopes);
+            response
+        }
+    })
+}
+
+/// A bare token endpoint: what a client-credentials grant costs at the least under
+/// this design's guarantees (DESIGN §6, §8), without Tollgate's own work. For each
+/// request it reads the form, appends one `token.issued` entry through the same
+/// group-committed, hash-chained audit log and waits until it is durable, signs the
+/// RFC 9068 claims with Ed25519, and answers with the token JSON. It authenticates
+/// nobody: no secret cache, no throttles, no actor message, no scope checks.
+pub fn token_router(storage: tollgate_engine::storage::Storage, identities: usize) -> axum::Router {
+    use axum::http::{HeaderValue, StatusCode, header};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ed25519_dalek::Signer as _;
+    use tollgate_engine::model::{ClientId, IntegrationId, OrgId, SlotId, random_base62};
+    use tollgate_engine::storage::audit::AuditEvent;
+
+    let mut seed = [0u8; 32];
+    rand::fill(&mut seed);
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let header_b64 = URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA","typ":"at+jwt","kid":"kbaseline"}"#);
+    // Identities shaped like registered ones.
+    let identities: Vec<(IntegrationId, ClientId, Option<OrgId>, SlotId)> = (0..identities.max(1))
+        .map(|i| {
+            (
+                IntegrationId::generate(),
+                ClientId::generate(),
+                OrgId::parse(&format!("load{}", i % 10)).ok(),
+                SlotId::generate(),
+            )
+        })
+        .collect();
+    let shared = Arc::new((storage, key, header_b64, identities));
+    let next = Arc::new(AtomicUsize::new(0));
+    axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let (shared, next) = (shared.clone(), next.clone());
+        async move {
+            let (parts, body) = request.into_parts();
+            let Ok(form) = axum::body::to_bytes(body, 4096).await else {
+                return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+            };
+            if !parts.headers.contains_key(header::AUTHORIZATION) || form.as_ref() != b"grant_type=client_credentials" {
+                return StatusCode::BAD_REQUEST.into_response();
+            }
+            let (storage, key, header_b64, identities) = &*shared;
+            let (integration, client, org, slot) = &identities[next.fetch_add(1, Ordering::Relaxed) % identities.len()];
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let jti = random_base62(22);
+            let event = AuditEvent {
+                at_ms: now_ms,
+                kind: "token.issued".into(),
+                integration_id: Some(integration.clone()),
+                client_id: Some(client.clone()),
+                org_id: org.clone(),
+                source_ip: Some("127.0.0.1".into()),
+                outcome: "success".into(),
+                slot_id: Some(slot.clone()),
+                jti: Some(jti.clone()),
+                details: serde_json::json!({ "scopes": ["items:read"] }),
+                ..AuditEvent::default()
+            };
+            // Durable before the token exists, as DESIGN §8 requires.
+            if storage.batch().audit(event).commit().await.is_err() {
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+            let now = now_ms / 1000;
+            let claims = serde_json::json!({
+                "iss": "http://127.0.0.1", "sub": client.as_str(), "aud": "tollgate",
+                "client_id": client.as_str(), "scope": "items:read",
+                "org": org.as_ref().map(OrgId::as_str), "iat": now, "nbf": now, "exp": now + 3600, "jti": jti,
+            });
+            let mut token = String::with_capacity(512);
+            token.push_str(header_b64);
+            token.push('.');
+            URL_SAFE_NO_PAD.encode_string(claims.to_string(), &mut token);
+            let signature = key.sign(token.as_bytes());
+            token.push('.');
+            URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut token);
+            let mut response = axum::Json(serde_json::json!({
+                "access_token": token, "token_type": "Bearer", "expires_in": 3600, "scope": "items:read",
+            }))
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
     })

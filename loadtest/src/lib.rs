@@ -121,7 +121,8 @@ pub struct Args {
 pub enum CompareWith {
     /// The scenario's own baseline: a bare handler; for `check` also `actor-baseline`
     /// and `contract-baseline` (its requests, one actor call, the nine headers); for
-    /// `proxy` the upstream called directly and a bare reverse proxy.
+    /// `token-warm` also `token-baseline` (one durable audit entry and one signature
+    /// per token); for `proxy` the upstream called directly and a bare reverse proxy.
     Baseline,
 }
 
@@ -142,6 +143,9 @@ pub struct Target {
     /// The bare actor-call handler answering with a check's headers (in the server's
     /// runtime).
     pub contract_baseline: SocketAddr,
+    /// A bare token endpoint: one durable audit entry and one signature per token (in
+    /// the server's runtime, with a data dir of its own).
+    pub token_baseline: SocketAddr,
     /// A bare reverse proxy to the upstream (in the server's runtime).
     pub proxy_baseline: SocketAddr,
     /// The proxy upstream (in the server's runtime).
@@ -149,6 +153,7 @@ pub struct Target {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
+    _baseline_dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Target {
@@ -174,6 +179,8 @@ async fn bare_server(router: axum::Router) -> anyhow::Result<SocketAddr> {
 pub fn start_own_server(actors: usize) -> anyhow::Result<Target> {
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().to_path_buf();
+    let baseline_dir = tempfile::tempdir()?;
+    let baseline_data = baseline_dir.path().to_path_buf();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new().name("server".into()).spawn(move || {
@@ -195,6 +202,8 @@ pub fn start_own_server(actors: usize) -> anyhow::Result<Target> {
                 let (counters_supervisor, counters) = ceiling::spawn_counters(actors.max(1)).await?;
                 let contract_baseline = bare_server(ceiling::contract_router(counters.clone())).await?;
                 let actor_baseline = bare_server(ceiling::actor_router(counters)).await?;
+                let storage = tollgate_engine::storage::Storage::open(&baseline_data)?;
+                let token_baseline = bare_server(ceiling::token_router(storage, actors)).await?;
                 let upstream =
                     bare_server(axum::Router::new().fallback(|| async { "hello from the upstream" })).await?;
                 let proxy_baseline = bare_server(ceiling::proxy_router(upstream)?).await?;
@@ -210,6 +219,7 @@ pub fn start_own_server(actors: usize) -> anyhow::Result<Target> {
                     baseline,
                     actor_baseline,
                     contract_baseline,
+                    token_baseline,
                     proxy_baseline,
                     upstream,
                 );
@@ -228,7 +238,7 @@ pub fn start_own_server(actors: usize) -> anyhow::Result<Target> {
             }
         });
     })?;
-    let (gateway, admin, baseline, actor_baseline, contract_baseline, proxy_baseline, upstream) =
+    let (gateway, admin, baseline, actor_baseline, contract_baseline, token_baseline, proxy_baseline, upstream) =
         ready_rx.recv().context("the server thread died")??;
     Ok(Target {
         gateway,
@@ -237,11 +247,13 @@ pub fn start_own_server(actors: usize) -> anyhow::Result<Target> {
         baseline,
         actor_baseline,
         contract_baseline,
+        token_baseline,
         proxy_baseline,
         upstream,
         stop: Some(stop_tx),
         thread: Some(thread),
         _dir: Some(dir),
+        _baseline_dir: Some(baseline_dir),
     })
 }
 
@@ -655,6 +667,9 @@ fn baselines(args: &Args, target: &Target) -> Vec<(&'static str, SocketAddr, &'s
         ],
         // A request check is one actor message: its ceiling is measured too.
         (Scenario::Check, Some(CompareWith::Baseline)) => vec![bare, actor],
+        (Scenario::TokenWarm, Some(CompareWith::Baseline)) => {
+            vec![bare, ("token-baseline", target.token_baseline, "/oauth/token")]
+        }
         (_, Some(CompareWith::Baseline)) => vec![bare],
         (_, None) => vec![],
     }
@@ -704,11 +719,13 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
                 baseline: gateway,
                 actor_baseline: gateway,
                 contract_baseline: gateway,
+                token_baseline: gateway,
                 proxy_baseline: gateway,
                 upstream: gateway,
                 stop: None,
                 thread: None,
                 _dir: None,
+                _baseline_dir: None,
             }
         }
         _ => start_own_server(args.integrations)?,
@@ -717,7 +734,13 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
     let gw = target.gateway;
     for (name, addr, path) in baselines(&args, &target) {
         let host = host_header(addr);
-        let make: MakeRequest = Arc::new(move |_| get(&host, path, None));
+        let make: MakeRequest = if name == "token-baseline" {
+            // Any Basic credentials: the bare endpoint authenticates nobody.
+            let basic = HeaderValue::from_static("Basic dGdjX2Jhc2VsaW5lOnRnc19iYXNlbGluZQ==");
+            Arc::new(move |_| token_request(&host, &basic))
+        } else {
+            Arc::new(move |_| get(&host, path, None))
+        };
         warm_up(&args, spec(&args, addr, name), make.clone()).await?;
         results.push(Measured {
             name: name.into(),
@@ -854,6 +877,10 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
             "the same requests and answer headers with one actor message, the ceiling of this contract here",
         )),
         "proxy-baseline" => Some((m, "a bare reverse proxy, the ceiling of proxying here")),
+        "token-baseline" => Some((
+            m,
+            "a bare token endpoint: one durable audit entry and one Ed25519 signature per token, the ceiling of durable tokens here",
+        )),
         _ => None,
     });
     for (ceiling, what) in ceilings {
@@ -1090,5 +1117,44 @@ mod tests {
         assert_eq!(h["ratelimit-policy"], "\"daily\";q=1000000000;w=86400");
         assert!(h["x-tollgate-client-id"].to_str().unwrap().starts_with("tgc_"));
         supervisor.stop(None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_token_ceiling_signs_only_after_a_durable_audit_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = tollgate_engine::storage::Storage::open(dir.path()).unwrap();
+        let token = bare_server(ceiling::token_router(storage.clone(), 3)).await.unwrap();
+        let http = reqwest::Client::new();
+        let refused = http
+            .post(format!("http://{token}/oauth/token"))
+            .body("grant_type=password")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 400);
+        for _ in 0..4 {
+            let answer = http
+                .post(format!("http://{token}/oauth/token"))
+                .basic_auth("a", Some("b"))
+                .body("grant_type=client_credentials")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 200);
+            assert_eq!(answer.headers()["cache-control"], "no-store");
+            let body: Value = answer.json().await.unwrap();
+            let jwt = body["access_token"].as_str().unwrap();
+            assert_eq!(jwt.split('.').count(), 3, "{jwt}");
+        }
+        // One chained entry per token, none for the refused request.
+        let report = storage.audit_verify().unwrap();
+        assert_eq!(report.entries_checked, 4);
+        assert!(report.first_broken.is_none());
+        let entries = storage.audit_query(&Default::default(), None, 10).unwrap();
+        assert!(
+            entries
+                .iter()
+                .all(|e| e.event.kind == "token.issued" && e.event.jti.is_some())
+        );
     }
 }
