@@ -434,17 +434,10 @@ async fn used_today(target: &Target, integration_id: &str) -> anyhow::Result<u64
 
 /// The time of one Argon2id verify with production parameters, measured here now.
 fn argon2_verify_time() -> Duration {
-    let slot = tollgate_engine::model::SlotId::generate();
-    let secret = tollgate_engine::secret::ClientSecret::generate(&slot);
-    let Ok(phc) = tollgate_engine::secret::hash_secret(secret.expose()) else {
-        return Duration::from_millis(20);
-    };
-    let rounds = 10;
-    let start = Instant::now();
-    for _ in 0..rounds {
-        tollgate_engine::secret::verify_secret(secret.expose(), &phc);
+    match argon2_parallel_rate(1) {
+        rate if rate > 0.0 => Duration::from_secs_f64(1.0 / rate),
+        _ => Duration::from_millis(20),
     }
-    start.elapsed() / rounds
 }
 
 /// Argon2 verifications per second with `threads` threads verifying at once and
