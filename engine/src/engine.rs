@@ -18,7 +18,7 @@ use crate::client::{AdminOp, ClientMsg};
 use crate::clock::{Clock, day_of};
 use crate::quota::QuotaStatus;
 use crate::ring::HashRing;
-use crate::secret::{ClientSecret, Digester, HashPool, SecretFormatError, hash_secret, verify_secret};
+use crate::secret::{ClientSecret, Digester, HashJob, HashPool, SecretFormatError, hash_secret, verify_secret};
 use crate::shard::{Directory, ShardActor, ShardArgs, ShardMsg};
 
 /// Tunables. `Default` gives the production values.
@@ -815,7 +815,11 @@ impl Engine {
         let slot_id = SlotId::generate();
         let secret = ClientSecret::generate(&slot_id);
         let exposed = secret.expose().to_owned();
-        let phc = self.inner.hash_pool.run(move || hash_secret(&exposed)).await??;
+        let phc = self
+            .inner
+            .hash_pool
+            .run(HashJob::Hash, move || hash_secret(&exposed))
+            .await??;
         let slot = SecretSlot {
             slot_id,
             phc,
@@ -1269,7 +1273,11 @@ impl Engine {
             Some(crate::client::AuthStep::NeedsHash { phc }) => phc,
         };
         let exposed = secret.expose().to_owned();
-        let is_match = self.inner.hash_pool.run(move || verify_secret(&exposed, &phc)).await?;
+        let is_match = self
+            .inner
+            .hash_pool
+            .run(HashJob::Verify, move || verify_secret(&exposed, &phc))
+            .await?;
         metrics::counter!("tollgate_argon2_verifications_total").increment(1);
         self.inner.argon2_verifications.fetch_add(1, Ordering::Relaxed);
         let step = self
@@ -1318,12 +1326,18 @@ impl Engine {
 
     /// Argon2id-hashes `secret` on the engine's bounded pool.
     pub async fn hash_on_pool(&self, secret: String) -> EngineResult<String> {
-        self.inner.hash_pool.run(move || hash_secret(&secret)).await?
+        self.inner
+            .hash_pool
+            .run(HashJob::Hash, move || hash_secret(&secret))
+            .await?
     }
 
     /// Verifies `secret` against `phc` on the engine's bounded pool.
     pub async fn verify_on_pool(&self, secret: String, phc: String) -> EngineResult<bool> {
-        self.inner.hash_pool.run(move || verify_secret(&secret, &phc)).await
+        self.inner
+            .hash_pool
+            .run(HashJob::Verify, move || verify_secret(&secret, &phc))
+            .await
     }
 
     /// The keyed in-memory digest of a verified credential (never persisted).

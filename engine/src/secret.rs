@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use argon2::password_hash::phc::{Output, ParamsString, Salt};
@@ -216,13 +216,38 @@ pub fn verify_secret(secret: &str, phc: &str) -> bool {
     argon2_into(&argon2, &params, secret.as_bytes(), salt, out) && bool::from(out.ct_eq(expected))
 }
 
+/// What a [`HashPool`] job does, for its CPU accounting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HashJob {
+    /// Hashing a new secret or key.
+    Hash,
+    /// Verifying a presented secret or key against its stored hash.
+    Verify,
+}
+
+impl HashJob {
+    fn as_str(self) -> &'static str {
+        match self {
+            HashJob::Hash => "hash",
+            HashJob::Verify => "verify",
+        }
+    }
+}
+
 /// Runs Argon2 work on tokio's blocking threads, at most `permits` at a time, with at
 /// most `max_waiting` more queued; beyond that callers are refused at once with
 /// [`EngineError::Overloaded`] rather than queued without bound.
+///
+/// Each job's CPU time (not its wall time: a job preempted by other threads costs no
+/// more) is recorded in the `tollgate_hash_pool_cpu_seconds{job}` summary, so the
+/// cost of one verification on this machine, under this load, can be read off a
+/// running server.
 pub(crate) struct HashPool {
     permits: Arc<Semaphore>,
     in_flight: Arc<AtomicUsize>,
     limit: usize,
+    /// CPU nanoseconds spent in finished jobs, by [`HashJob`] (hash, verify).
+    cpu_ns: Arc<[AtomicU64; 2]>,
 }
 
 struct InFlight(Arc<AtomicUsize>);
@@ -239,11 +264,13 @@ impl HashPool {
             permits: Arc::new(Semaphore::new(permits)),
             in_flight: Arc::new(AtomicUsize::new(0)),
             limit: permits + max_waiting,
+            cpu_ns: Arc::new([AtomicU64::new(0), AtomicU64::new(0)]),
         }
     }
 
     pub(crate) async fn run<T: Send + 'static>(
         &self,
+        job: HashJob,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, EngineError> {
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.limit {
@@ -255,9 +282,25 @@ impl HashPool {
         }
         let _guard = InFlight(self.in_flight.clone());
         let _permit = self.permits.acquire().await.map_err(|_| EngineError::ShuttingDown)?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| EngineError::Internal(format!("a hashing task failed: {e}")))
+        let cpu_ns = self.cpu_ns.clone();
+        tokio::task::spawn_blocking(move || {
+            let before = cpu_time::ThreadTime::try_now();
+            let done = work();
+            if let Ok(spent) = before.and_then(|b| b.try_elapsed()) {
+                cpu_ns[job as usize].fetch_add(spent.as_nanos() as u64, Ordering::Relaxed);
+                metrics::histogram!("tollgate_hash_pool_cpu_seconds", "job" => job.as_str())
+                    .record(spent.as_secs_f64());
+            }
+            done
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("a hashing task failed: {e}")))
+    }
+
+    /// CPU time spent in finished jobs of one kind since the pool started.
+    #[cfg(test)]
+    fn cpu_time(&self, job: HashJob) -> Duration {
+        Duration::from_nanos(self.cpu_ns[job as usize].load(Ordering::Relaxed))
     }
 }
 
@@ -364,7 +407,7 @@ mod tests {
             let pool = pool.clone();
             let rx = release_rx.clone();
             running.push(tokio::spawn(async move {
-                pool.run(move || {
+                pool.run(HashJob::Verify, move || {
                     let _ = rx.lock().map(|r| r.recv());
                 })
                 .await
@@ -374,14 +417,42 @@ mod tests {
         while pool.in_flight.load(Ordering::Acquire) < 2 {
             tokio::task::yield_now().await;
         }
-        let refused = pool.run(|| ()).await;
+        let refused = pool.run(HashJob::Verify, || ()).await;
         assert!(matches!(refused, Err(EngineError::Overloaded { .. })));
         release_tx.send(()).unwrap();
         release_tx.send(()).unwrap();
         for task in running {
             task.await.unwrap().unwrap();
         }
-        assert!(pool.run(|| ()).await.is_ok());
+        assert!(pool.run(HashJob::Verify, || ()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_hash_pool_counts_each_jobs_cpu_time_not_its_wall_time() {
+        let pool = HashPool::new(2, 0);
+        // Sleeping costs no CPU: a pool that counted wall time would count 300 ms.
+        pool.run(HashJob::Hash, || std::thread::sleep(Duration::from_millis(300)))
+            .await
+            .unwrap();
+        assert!(
+            pool.cpu_time(HashJob::Hash) < Duration::from_millis(100),
+            "{:?}",
+            pool.cpu_time(HashJob::Hash)
+        );
+        // Spinning until the thread has run 200 ms counts at least that, against its
+        // own kind only.
+        pool.run(HashJob::Verify, || {
+            let start = cpu_time::ThreadTime::now();
+            while start.elapsed() < Duration::from_millis(200) {}
+        })
+        .await
+        .unwrap();
+        let verify = pool.cpu_time(HashJob::Verify);
+        assert!(
+            verify >= Duration::from_millis(200) && verify < Duration::from_secs(2),
+            "{verify:?}"
+        );
+        assert!(pool.cpu_time(HashJob::Hash) < Duration::from_millis(100));
     }
 
     proptest! {
