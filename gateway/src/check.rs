@@ -8,25 +8,47 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
 use serde_json::json;
 use tollgate_engine::quota::QuotaStatus;
 use tollgate_engine::{CheckOutcome, EngineError, Refusal, TokenContext};
 
-use crate::error::{BearerError, quota_exceeded, quota_headers};
+use crate::error::{
+    BearerError, X_TOLLGATE_CLIENT_ID, X_TOLLGATE_ORG, X_TOLLGATE_SCOPES, checked_headers, quota_exceeded,
+    quota_headers,
+};
 use crate::jwt::VerifiedToken;
 use crate::{ClientIp, GatewayState};
 
-/// The check route.
-pub fn router() -> Router<GatewayState> {
-    Router::new()
-        .route("/v1/check", any(check))
-        .route("/v1/check/{*path}", any(check))
+/// Every path outside the token routes: `/v1/check` and `/v1/check/{*path}` are
+/// checks, every other path is proxied.
+///
+/// The check paths are told apart here rather than by two routes: a routed request
+/// gets its matched path and the captured `{*path}` stored in its extensions (two
+/// allocations, and a map to drop, on every check), and a check uses neither.
+pub async fn unreserved(State(state): State<GatewayState>, request: Request) -> Response {
+    if is_check_path(request.uri().path()) {
+        return check(State(state), request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let ip = match ClientIp::from_request_parts(&mut parts, &state).await {
+        Ok(ip) => ip,
+        Err(never) => match never {},
+    };
+    proxy(State(state), ip, Request::from_parts(parts, body)).await
+}
+
+/// `/v1/check`, or `/v1/check/` followed by at least one character (the paths the
+/// routes `/v1/check` and `/v1/check/{*path}` would match).
+fn is_check_path(path: &str) -> bool {
+    match path.strip_prefix("/v1/check") {
+        Some("") => true,
+        Some(rest) => rest.len() > 1 && rest.starts_with('/'),
+        None => false,
+    }
 }
 
 /// An authorised, counted request.
@@ -42,14 +64,19 @@ pub struct Authorized {
 impl Authorized {
     /// Adds quota and identity headers.
     fn decorate(&self, headers: &mut HeaderMap) {
-        quota_headers(headers, &self.status, self.now_ms);
-        identity_headers(headers, &self.token);
+        let identity = &self.token.identity;
+        checked_headers(
+            headers,
+            &self.status,
+            self.now_ms,
+            [
+                identity.client_id.as_bytes(),
+                identity.org.as_bytes(),
+                identity.scopes.as_bytes(),
+            ],
+        );
     }
 }
-
-const X_TOLLGATE_CLIENT_ID: HeaderName = HeaderName::from_static("x-tollgate-client-id");
-const X_TOLLGATE_ORG: HeaderName = HeaderName::from_static("x-tollgate-org");
-const X_TOLLGATE_SCOPES: HeaderName = HeaderName::from_static("x-tollgate-scopes");
 
 /// Room for the quota and identity headers (and hyper's own), reserved up front so
 /// that the header map is not grown and rehashed several times per response.
@@ -324,6 +351,23 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_paths_are_the_ones_the_check_routes_would_match() {
+        for path in ["/v1/check", "/v1/check/v1/items", "/v1/check/x", "/v1/check//"] {
+            assert!(is_check_path(path), "{path}");
+        }
+        for path in [
+            "/v1/checks",
+            "/v1/check/",
+            "/v1/checkout/x",
+            "/v1/items",
+            "/",
+            "/V1/check",
+        ] {
+            assert!(!is_check_path(path), "{path}");
+        }
+    }
 
     #[test]
     fn traversal_is_spotted_even_when_encoded() {

@@ -189,15 +189,36 @@ const X_RATELIMIT_USED: HeaderName = HeaderName::from_static("x-ratelimit-used")
 const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 const X_RATELIMIT_NEARLIMIT: HeaderName = HeaderName::from_static("x-ratelimit-nearlimit");
 const TOLLGATE_QUOTA_WARNING: HeaderName = HeaderName::from_static("tollgate-quota-warning");
+/// `X-Tollgate-Client-Id`: the checked token's client.
+pub const X_TOLLGATE_CLIENT_ID: HeaderName = HeaderName::from_static("x-tollgate-client-id");
+/// `X-Tollgate-Org`: the checked token's organisation.
+pub const X_TOLLGATE_ORG: HeaderName = HeaderName::from_static("x-tollgate-org");
+/// `X-Tollgate-Scopes`: the checked token's scopes, space-separated.
+pub const X_TOLLGATE_SCOPES: HeaderName = HeaderName::from_static("x-tollgate-scopes");
 
 /// The quota headers of DESIGN §7, on every checked response. This runs per request:
 /// header names are parsed once, at compile time, and the six values are written into
 /// one buffer and handed out as slices of it (one allocation instead of six).
 pub fn quota_headers(headers: &mut HeaderMap, status: &QuotaStatus, now_ms: u64) {
+    write_checked_headers(headers, status, now_ms, None);
+}
+
+/// The quota headers and the three identity headers (`X-Tollgate-Client-Id`, `-Org`,
+/// `-Scopes`, values given) of an allowed check, all nine values in one buffer.
+///
+/// The identity values are copied in rather than cloned: a clone of a cached header
+/// value writes its shared reference count, which both cores then pass back and forth
+/// on every check of that token, while copying a few dozen bytes only reads them.
+pub fn checked_headers(headers: &mut HeaderMap, status: &QuotaStatus, now_ms: u64, identity: [&[u8]; 3]) {
+    write_checked_headers(headers, status, now_ms, Some(identity));
+}
+
+fn write_checked_headers(headers: &mut HeaderMap, status: &QuotaStatus, now_ms: u64, identity: Option<[&[u8]; 3]>) {
     use std::fmt::Write as _;
     let reset_in = seconds_to_reset(status, now_ms);
-    let mut buf = BytesMut::with_capacity(128);
-    let mut ends = [0usize; 6];
+    let identity_len: usize = identity.iter().flatten().map(|v| v.len()).sum();
+    let mut buf = BytesMut::with_capacity(128 + identity_len);
+    let mut ends = [0usize; 9];
     // Writing to a BytesMut cannot fail.
     let _ = write!(buf, "\"daily\";q={};w=86400", status.limit);
     ends[0] = buf.len();
@@ -211,6 +232,14 @@ pub fn quota_headers(headers: &mut HeaderMap, status: &QuotaStatus, now_ms: u64)
     ends[4] = buf.len();
     let _ = write!(buf, "{}", status.resets_at_ms.div_ceil(1000));
     ends[5] = buf.len();
+    let mut count = 6;
+    if let Some(identity) = identity {
+        for value in identity {
+            buf.extend_from_slice(value);
+            ends[count] = buf.len();
+            count += 1;
+        }
+    }
     let values = buf.freeze();
     let names = [
         RATELIMIT_POLICY,
@@ -219,10 +248,14 @@ pub fn quota_headers(headers: &mut HeaderMap, status: &QuotaStatus, now_ms: u64)
         X_RATELIMIT_REMAINING,
         X_RATELIMIT_USED,
         X_RATELIMIT_RESET,
+        X_TOLLGATE_CLIENT_ID,
+        X_TOLLGATE_ORG,
+        X_TOLLGATE_SCOPES,
     ];
     let mut start = 0;
-    for (name, end) in names.into_iter().zip(ends) {
-        // Digits, quotes, `;` and `=` only: always a valid header value.
+    for (name, end) in names.into_iter().zip(ends).take(count) {
+        // The quota values are digits, quotes, `;` and `=`; the identity values were
+        // valid header values already: `from_maybe_shared` checks them again.
         if let Ok(value) = HeaderValue::from_maybe_shared(values.slice(start..end)) {
             headers.insert(name, value);
         }

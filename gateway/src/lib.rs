@@ -152,8 +152,7 @@ async fn shed_load(State(state): State<GatewayState>, request: Request, next: Ne
 pub fn app(state: GatewayState) -> Router {
     Router::new()
         .merge(oauth::router())
-        .merge(check::router())
-        .fallback(check::proxy)
+        .fallback(check::unreserved)
         .layer(middleware::from_fn_with_state(state.clone(), shed_load))
         .with_state(state)
 }
