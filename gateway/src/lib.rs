@@ -29,18 +29,21 @@ pub mod serve;
 pub mod throttle;
 pub mod webhooks;
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tollgate_engine::Engine;
 
 use crate::check::Upstream;
@@ -122,30 +125,95 @@ impl FromRequestParts<GatewayState> for ClientIp {
     }
 }
 
-/// Sheds load beyond `in_flight` permits: 503 + `Retry-After`, never an unbounded queue.
-async fn shed_load(State(state): State<GatewayState>, request: Request, next: Next) -> Response {
-    match state.in_flight.clone().try_acquire_owned() {
-        Ok(permit) => {
-            let response = next.run(request).await;
-            drop(permit);
-            response
-        }
-        Err(_) => {
-            metrics::counter!("tollgate_gateway_shed_total").increment(1);
-            let mut response = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({
-                    "error": "temporarily_unavailable",
-                    "error_description": "the gateway is at capacity; retry after the time in Retry-After"
-                })),
-            )
-                .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            response
+/// Sheds load beyond the gateway's in-flight permits: 503 + `Retry-After`, never an
+/// unbounded queue. A tower layer rather than `middleware::from_fn`, which boxes the
+/// rest of the router and the request's future on every request.
+#[derive(Clone)]
+struct ShedLoad {
+    permits: Arc<Semaphore>,
+}
+
+impl<S> tower_layer::Layer<S> for ShedLoad {
+    type Service = ShedLoadService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ShedLoadService {
+            inner,
+            permits: self.permits.clone(),
         }
     }
+}
+
+/// [`ShedLoad`] around one service.
+#[derive(Clone)]
+struct ShedLoadService<S> {
+    inner: S,
+    permits: Arc<Semaphore>,
+}
+
+impl<S> tower_service::Service<Request> for ShedLoadService<S>
+where
+    S: tower_service::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Shed<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => Shed::Admitted {
+                answer: self.inner.call(request),
+                _permit: permit,
+            },
+            Err(_) => {
+                metrics::counter!("tollgate_gateway_shed_total").increment(1);
+                Shed::Refused {
+                    answer: Some(at_capacity()),
+                }
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of [`ShedLoadService`]: the inner service's, holding its permit
+    /// until it is ready, or the 503.
+    #[project = ShedProjection]
+    enum Shed<F> {
+        Admitted { #[pin] answer: F, _permit: OwnedSemaphorePermit },
+        Refused { answer: Option<Response> },
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for Shed<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ShedProjection::Admitted { answer, .. } => answer.poll(cx),
+            // Polled again after its answer: answer again rather than panic.
+            ShedProjection::Refused { answer } => Poll::Ready(Ok(answer.take().unwrap_or_else(at_capacity))),
+        }
+    }
+}
+
+fn at_capacity() -> Response {
+    let mut response = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "error": "temporarily_unavailable",
+            "error_description": "the gateway is at capacity; retry after the time in Retry-After"
+        })),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// The gateway router (tests drive it with `oneshot` or a real listener).
@@ -153,6 +221,8 @@ pub fn app(state: GatewayState) -> Router {
     Router::new()
         .merge(oauth::router())
         .fallback(check::unreserved)
-        .layer(middleware::from_fn_with_state(state.clone(), shed_load))
+        .layer(ShedLoad {
+            permits: state.in_flight.clone(),
+        })
         .with_state(state)
 }
