@@ -104,6 +104,12 @@ pub struct Args {
     /// The target's admin API (key in TOLLGATE_ADMIN_KEY).
     #[arg(long, requires = "url")]
     pub admin_url: Option<String>,
+    /// With `--compare baseline`: run the baselines and the scenario this many times,
+    /// alternating, and report each round's ratios and their median. On a shared
+    /// machine the speed drifts between runs; alternating puts every round's
+    /// figures under the same conditions.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -405,6 +411,9 @@ pub struct Measured {
     pub outcome: Outcome,
     /// A scenario-specific finding (exactness, ceilings).
     pub note: Option<String>,
+    /// Which round of `--rounds` it belongs to (1 without it); ratios are taken
+    /// against the first run of the same round.
+    pub round: usize,
 }
 
 /// Unrecorded load before a measured run; returns how many requests were admitted.
@@ -521,6 +530,74 @@ fn argon2_parallel_rate(threads: usize) -> f64 {
         }
     });
     (threads.max(1) * rounds) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// A warm-up, then one measured run.
+async fn measure(args: &Args, name: &str, load: LoadSpec, make: MakeRequest, round: usize) -> anyhow::Result<Measured> {
+    warm_up(args, load.clone(), make.clone()).await?;
+    Ok(Measured {
+        name: name.into(),
+        outcome: driver::run(load, make).await?,
+        note: None,
+        round,
+    })
+}
+
+/// The first run of `m`'s round: what its `ratio` is taken against.
+fn round_base<'a>(results: &'a [Measured], m: &Measured) -> Option<&'a Measured> {
+    results.iter().find(|r| r.round == m.round)
+}
+
+/// Each run's ratio to its round's first run, over all rounds: the median and the
+/// range, by name (and the scenario's ratio to the ceiling before it, for `check`).
+fn rounds_summary(results: &[Measured]) -> String {
+    let rounds = results.iter().map(|m| m.round).max().unwrap_or(1);
+    let mut names: Vec<&str> = Vec::new();
+    for m in results.iter().filter(|m| m.round == 1).skip(1) {
+        names.push(&m.name);
+    }
+    let ratios = |name: &str, against: Option<&str>| -> Vec<f64> {
+        (1..=rounds)
+            .filter_map(|round| {
+                let of = |n: &str| results.iter().find(|m| m.round == round && m.name == n);
+                let base = match against {
+                    Some(against) => of(against)?,
+                    None => results.iter().find(|m| m.round == round)?,
+                };
+                Some(of(name)?.outcome.throughput() / base.outcome.throughput().max(f64::MIN_POSITIVE))
+            })
+            .collect()
+    };
+    let describe = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        let median = match values.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => values[n / 2],
+            n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+        };
+        format!(
+            "{median:.2} ({:.2}-{:.2})",
+            values.first().copied().unwrap_or(f64::NAN),
+            values.last().copied().unwrap_or(f64::NAN)
+        )
+    };
+    let base = results.first().map_or("baseline", |m| m.name.as_str());
+    let mut parts: Vec<String> = names
+        .iter()
+        .map(|name| format!("{name} {}", describe(ratios(name, None))))
+        .collect();
+    if let [.., ceiling, scenario] = names.as_slice()
+        && ["contract-baseline", "proxy-baseline", "token-baseline"].contains(ceiling)
+    {
+        parts.push(format!(
+            "{scenario} to {ceiling} {}",
+            describe(ratios(scenario, Some(ceiling)))
+        ));
+    }
+    format!(
+        "over {rounds} rounds, median ratio to {base} (range): {}",
+        parts.join(", ")
+    )
 }
 
 fn spec(args: &Args, addr: SocketAddr, label: &str) -> LoadSpec {
@@ -730,6 +807,7 @@ async fn run_footprint(args: &Args) -> anyhow::Result<Vec<Measured>> {
         name: format!("{:?}", args.scenario).to_lowercase(),
         outcome,
         note: Some(note),
+        round: 1,
     }])
 }
 
@@ -758,6 +836,18 @@ fn baselines(args: &Args, target: &Target) -> Vec<(&'static str, SocketAddr, &'s
 
 /// Runs the chosen scenario (and its baseline with `--compare baseline`).
 pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
+    let rounds = args.rounds.max(1);
+    if rounds > 1
+        && !(args.compare.is_some()
+            && matches!(
+                args.scenario,
+                Scenario::Check | Scenario::Proxy | Scenario::TokenWarm | Scenario::Mixed
+            ))
+    {
+        bail!(
+            "--rounds repeats a scenario next to its baselines: use it with --compare baseline and check, proxy, token-warm or mixed"
+        );
+    }
     if args.data_dir.is_some() && args.scenario != Scenario::Restart {
         bail!("--data-dir is for the restart scenario only");
     }
@@ -771,6 +861,7 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
                 args.integrations,
                 per_actor / 1024.0
             )),
+            round: 1,
         }]);
     }
     if matches!(args.scenario, Scenario::Memory | Scenario::Restart) {
@@ -813,6 +904,9 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
     };
     let mut results = Vec::new();
     let gw = target.gateway;
+    // Every run to repeat in later rounds: the baselines, then (for check) the
+    // contract's ceiling, then the scenario.
+    let mut repeated: Vec<(String, LoadSpec, MakeRequest)> = Vec::new();
     for (name, addr, path) in baselines(&args, &target) {
         let host = host_header(addr);
         let make: MakeRequest = if name == "token-baseline" {
@@ -822,12 +916,8 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
         } else {
             Arc::new(move |_| get(&host, path, None))
         };
-        warm_up(&args, spec(&args, addr, name), make.clone()).await?;
-        results.push(Measured {
-            name: name.into(),
-            outcome: driver::run(spec(&args, addr, name), make).await?,
-            note: None,
-        });
+        results.push(measure(&args, name, spec(&args, addr, name), make.clone(), 1).await?);
+        repeated.push((name.into(), spec(&args, addr, name), make));
     }
     if matches!(args.scenario, Scenario::Baseline | Scenario::ActorBaseline) {
         return Ok(results);
@@ -906,13 +996,10 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
     if args.scenario == Scenario::Check && args.compare.is_some() {
         // The same requests, answered by a bare handler that sends what a check must.
         let contract = spec(&args, target.contract_baseline, "contract-baseline");
-        warm_up(&args, contract.clone(), make.clone()).await?;
-        results.push(Measured {
-            name: "contract-baseline".into(),
-            outcome: driver::run(contract, make.clone()).await?,
-            note: None,
-        });
+        results.push(measure(&args, "contract-baseline", contract.clone(), make.clone(), 1).await?);
+        repeated.push(("contract-baseline".into(), contract, make.clone()));
     }
+    repeated.push((name.clone(), load.clone(), make.clone()));
     let warm_admitted = if matches!(args.scenario, Scenario::QuotaExhaust | Scenario::TokenCold) {
         0
     } else {
@@ -971,6 +1058,7 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
             name: "checks-beside".into(),
             outcome: beside,
             note: None,
+            round: 1,
         });
     }
     if args.scenario == Scenario::TokenCold {
@@ -1053,8 +1141,27 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
             None => line,
         });
     }
-    results.push(Measured { name, outcome, note });
+    results.push(Measured {
+        name,
+        outcome,
+        note,
+        round: 1,
+    });
     results.extend(beside_row);
+    if rounds > 1 {
+        for round in 2..=rounds {
+            for (label, load, make) in &repeated {
+                results.push(measure(&args, label, load.clone(), make.clone(), round).await?);
+            }
+        }
+        let summary = rounds_summary(&results);
+        if let Some(last) = results.last_mut() {
+            last.note = Some(match last.note.take() {
+                Some(n) => format!("{n}; {summary}"),
+                None => summary,
+            });
+        }
+    }
     drop(target);
     if args.url.is_some() {
         // The server runs elsewhere: this process's threads are not its cost.
@@ -1071,13 +1178,14 @@ fn ms(us: u64) -> f64 {
 
 /// The report as JSON.
 pub fn report_json(results: &[Measured]) -> Value {
-    let base = results.first().map(|m| m.outcome.throughput());
     json!({
         "runs": results.iter().map(|m| {
             let o = &m.outcome;
             let h = &o.latency_us;
+            let base = round_base(results, m).map(|b| b.outcome.throughput());
             json!({
                 "scenario": m.name,
+                "round": m.round,
                 "requests": o.requests,
                 "seconds": o.elapsed.as_secs_f64(),
                 "throughput_per_s": o.throughput(),
@@ -1107,7 +1215,6 @@ pub fn report_table(results: &[Measured]) -> String {
             .map(|n| n + "\n")
             .collect();
     }
-    let base = results.first().map(|m| m.outcome.throughput()).unwrap_or(1.0);
     let mut out = format!(
         "{:<17} {:>9} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}  {}\n",
         "scenario",
@@ -1126,6 +1233,7 @@ pub fn report_table(results: &[Measured]) -> String {
     for m in results {
         let o = &m.outcome;
         let h = &o.latency_us;
+        let base = round_base(results, m).map_or(1.0, |b| b.outcome.throughput());
         let statuses = o
             .statuses
             .iter()
@@ -1160,6 +1268,65 @@ pub fn report_table(results: &[Measured]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(name: &str, round: usize, requests: u64) -> Measured {
+        let mut outcome = Outcome::empty().unwrap();
+        outcome.requests = requests;
+        outcome.elapsed = Duration::from_secs(1);
+        Measured {
+            name: name.into(),
+            outcome,
+            note: None,
+            round,
+        }
+    }
+
+    #[test]
+    fn rounds_are_compared_within_themselves_and_summarised_by_their_median() {
+        let results = [
+            row("baseline", 1, 100),
+            row("contract-baseline", 1, 60),
+            row("check", 1, 50),
+            row("baseline", 2, 200),
+            row("contract-baseline", 2, 140),
+            row("check", 2, 100),
+            row("baseline", 3, 100),
+            row("contract-baseline", 3, 70),
+            row("check", 3, 55),
+        ];
+        let summary = rounds_summary(&results);
+        assert!(
+            summary.starts_with("over 3 rounds, median ratio to baseline"),
+            "{summary}"
+        );
+        assert!(summary.contains("contract-baseline 0.70 (0.60-0.70)"), "{summary}");
+        assert!(summary.contains("check 0.50 (0.50-0.55)"), "{summary}");
+        assert!(
+            summary.contains("check to contract-baseline 0.79 (0.71-0.83)"),
+            "{summary}"
+        );
+        // In the table, round 2's rows are taken against round 2's baseline (200),
+        // not round 1's (100).
+        let table = report_table(&results);
+        let round_two_contract = table
+            .lines()
+            .filter(|l| l.starts_with("contract-baseline"))
+            .nth(1)
+            .unwrap();
+        assert!(round_two_contract.contains(" 0.70 "), "{round_two_contract}");
+    }
+
+    #[tokio::test]
+    async fn rounds_are_refused_where_a_run_cannot_repeat() {
+        for scenario in ["hot-key", "quota-exhaust", "token-cold", "check"] {
+            let mut argv = vec!["tollgate-loadtest", "--scenario", scenario, "--rounds", "2"];
+            if scenario != "check" {
+                argv.extend(["--compare", "baseline"]);
+            }
+            let refused = run(Args::parse_from(argv)).await.expect_err("refused");
+            assert!(refused.to_string().contains("--rounds"), "{refused}");
+        }
+    }
 
     #[test]
     fn the_verify_jobs_cpu_time_is_picked_out_of_the_metrics() {
@@ -1233,6 +1400,7 @@ tollgate_hash_pool_cpu_seconds_count{job=\"verify\"} 100
             name: "test".into(),
             outcome,
             note: None,
+            round: 1,
         }]);
         assert!(report.contains("200:300 418:100"), "{report}");
     }
