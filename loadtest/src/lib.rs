@@ -1216,7 +1216,7 @@ pub fn report_table(results: &[Measured]) -> String {
             .collect();
     }
     let mut out = format!(
-        "{:<17} {:>9} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}  {}\n",
+        "{:<21} {:>9} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}  {}\n",
         "scenario",
         "requests",
         "req/s",
@@ -1230,10 +1230,16 @@ pub fn report_table(results: &[Measured]) -> String {
         "cpu µs",
         "statuses"
     );
+    let rounds = results.iter().any(|m| m.round > 1);
     for m in results {
         let o = &m.outcome;
         let h = &o.latency_us;
         let base = round_base(results, m).map_or(1.0, |b| b.outcome.throughput());
+        let name = if rounds {
+            format!("{} #{}", m.name, m.round)
+        } else {
+            m.name.clone()
+        };
         let statuses = o
             .statuses
             .iter()
@@ -1242,8 +1248,8 @@ pub fn report_table(results: &[Measured]) -> String {
             .collect::<Vec<_>>()
             .join(" ");
         out.push_str(&format!(
-            "{:<17} {:>9} {:>11.0} {:>7.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.0} {:>7}  {}\n",
-            m.name,
+            "{:<21} {:>9} {:>11.0} {:>7.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.0} {:>7}  {}\n",
+            name,
             o.requests,
             o.throughput(),
             o.throughput() / base,
