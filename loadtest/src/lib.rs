@@ -1022,12 +1022,14 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Measured>> {
     } else {
         None
     };
-    let verified_before = if args.scenario == Scenario::TokenCold {
-        verify_cpu_totals(&target).await
+    // token-cold accounts for the cores' time over the run: the server's verifications
+    // (from its metrics) and this process's CPU time, against the wall time.
+    let (verified_before, process_before) = if args.scenario == Scenario::TokenCold {
+        (verify_cpu_totals(&target).await, cpu_time::ProcessTime::try_now().ok())
     } else {
-        None
+        (None, None)
     };
-    let (process_before, wall_before) = (cpu_time::ProcessTime::try_now().ok(), Instant::now());
+    let wall_before = Instant::now();
     let (outcome, beside) = match beside {
         Some((checks, make_check)) => {
             let (outcome, beside) = tokio::join!(driver::run(load, make), driver::run(checks, make_check));
