@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorRef, RpcReplyPort};
 use tollgate_storage::audit::{AuditEntry, AuditEvent, AuditFilter, ChainReport};
@@ -413,24 +414,66 @@ pub struct Rotated {
 /// actor, which the shard empties when it lets the actor go: a hint kept in a cache
 /// never keeps an evicted actor in memory.
 #[derive(Default)]
-pub struct ActorHint(std::sync::Mutex<Option<Arc<crate::shard::LiveActor>>>);
+pub struct ActorHint(ArcSwapOption<crate::shard::LiveActor>);
 
 impl ActorHint {
-    fn get(&self) -> Option<ActorRef<ClientMsg>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .as_ref()?
-            .get()
+    /// Sends to the remembered actor, if there is one and it is still resident. Read
+    /// without a lock or a reference count (see [`crate::shard::LiveActor`]).
+    fn send<T>(&self, message: &impl Fn(RpcReplyPort<EngineResult<T>>) -> ClientMsg) -> Option<Sent<T>> {
+        let live = self.0.load();
+        live.as_deref()?.send(message)
     }
 
     fn set(&self, live: Option<Arc<crate::shard::LiveActor>>) {
-        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = live;
+        self.0.store(live);
     }
 
     /// Whether the hint currently leads to a resident actor.
     pub fn is_live(&self) -> bool {
-        self.get().is_some()
+        self.0
+            .load()
+            .as_deref()
+            .is_some_and(crate::shard::LiveActor::is_resident)
+    }
+}
+
+/// A message handed to a client actor, its answer still to come.
+pub(crate) struct Sent<T> {
+    /// The actor it went to.
+    actor: ActorId,
+    /// Where the answer comes; `None` when the actor no longer takes messages.
+    reply: Option<ractor::concurrency::OneshotReceiver<EngineResult<T>>>,
+}
+
+impl<T> Sent<T> {
+    /// Sends `message` to `actor` now: what `ActorRef::call` does, except that the
+    /// `ActorRef` is not borrowed until the answer comes, so a caller reading it from
+    /// a shared handle need not take a reference to it.
+    pub(crate) fn to(
+        actor: &ActorRef<ClientMsg>,
+        message: &impl Fn(RpcReplyPort<EngineResult<T>>) -> ClientMsg,
+    ) -> Self {
+        let (tx, rx) = ractor::concurrency::oneshot();
+        let reply = actor.send_message(message(tx.into())).ok().map(|()| rx);
+        Self {
+            actor: actor.get_id(),
+            reply,
+        }
+    }
+
+    /// The actor's answer; `Ok(None)` when none will come (the actor stopped, or
+    /// dropped the message unanswered), `Err(Timeout)` past `timeout`.
+    async fn answer(self, timeout: Option<Duration>) -> EngineResult<Option<EngineResult<T>>> {
+        let Some(reply) = self.reply else {
+            return Ok(None);
+        };
+        match timeout {
+            None => Ok(reply.await.ok()),
+            Some(limit) => match tokio::time::timeout(limit, reply).await {
+                Ok(answer) => Ok(answer.ok()),
+                Err(_) => Err(EngineError::Timeout),
+            },
+        }
     }
 }
 
@@ -764,10 +807,10 @@ impl Engine {
         message: impl Fn(RpcReplyPort<EngineResult<T>>) -> ClientMsg,
     ) -> EngineResult<Option<T>> {
         let mut stale = None;
-        let mut hinted = hint.and_then(ActorHint::get);
+        let mut hinted = hint;
         for _ in 0..4 {
-            let actor = match hinted.take() {
-                Some(actor) => actor,
+            let sent = match hinted.take().and_then(|hint| hint.send(&message)) {
+                Some(sent) => sent,
                 None => {
                     let Some(actor) = self.resolve(client, stale.take()).await? else {
                         return Ok(None);
@@ -775,18 +818,18 @@ impl Engine {
                     if let Some(hint) = hint {
                         hint.set(self.shard_of(client).directory.live(client));
                     }
-                    actor
+                    Sent::to(&actor, &message)
                 }
             };
-            match actor.call(&message, timeout).await {
-                Ok(CallResult::Success(Err(EngineError::Moved))) | Ok(CallResult::SenderError) | Err(_) => {
-                    stale = Some(actor.get_id());
+            let actor = sent.actor;
+            match sent.answer(timeout).await? {
+                Some(Err(EngineError::Moved)) | None => {
+                    stale = Some(actor);
                     if let Some(hint) = hint {
                         hint.set(None);
                     }
                 }
-                Ok(CallResult::Success(result)) => return result.map(Some),
-                Ok(CallResult::Timeout) => return Err(EngineError::Timeout),
+                Some(result) => return result.map(Some),
             }
         }
         Err(EngineError::Unavailable)

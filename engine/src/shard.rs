@@ -9,7 +9,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
+
+use arc_swap::ArcSwapOption;
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -17,7 +19,7 @@ use tokio::task::JoinSet;
 use tollgate_storage::model::ClientId;
 
 use crate::client::{ClientActor, ClientArgs, ClientMsg};
-use crate::engine::{EngineError, EngineResult, Shared};
+use crate::engine::{EngineError, EngineResult, Sent, Shared};
 
 #[derive(Clone)]
 struct Resident {
@@ -29,15 +31,30 @@ struct Resident {
 /// The actor of one resident integration, shared by its directory entry and the
 /// callers' [`crate::ActorHint`]s; emptied when the shard lets the actor go, so that
 /// a remembered hint never keeps an evicted actor (and its channels) in memory.
-pub(crate) struct LiveActor(Mutex<Option<ActorRef<ClientMsg>>>);
+///
+/// Read on every hinted check, by both cores, so reading writes nothing they share:
+/// a mutex, or a clone of the `ActorRef`, would write a lock word or a reference
+/// count that the cores then pass back and forth.
+pub(crate) struct LiveActor(ArcSwapOption<ActorRef<ClientMsg>>);
 
 impl LiveActor {
-    pub(crate) fn get(&self) -> Option<ActorRef<ClientMsg>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    fn new(actor: ActorRef<ClientMsg>) -> Self {
+        Self(ArcSwapOption::from_pointee(actor))
+    }
+
+    /// Sends to the actor while it is resident (`None` once it was let go).
+    pub(crate) fn send<T>(&self, message: &impl Fn(RpcReplyPort<EngineResult<T>>) -> ClientMsg) -> Option<Sent<T>> {
+        let actor = self.0.load();
+        actor.as_deref().map(|actor| Sent::to(actor, message))
+    }
+
+    /// Whether the actor is still resident.
+    pub(crate) fn is_resident(&self) -> bool {
+        self.0.load().is_some()
     }
 
     fn clear(&self) {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        self.0.store(None);
     }
 }
 
@@ -233,7 +250,7 @@ impl ShardState {
             Resident {
                 actor: actor.clone(),
                 last_active_ms,
-                live: Arc::new(LiveActor(Mutex::new(Some(actor.clone())))),
+                live: Arc::new(LiveActor::new(actor.clone())),
             },
         );
         // The cap holds at every moment, not only at the next eviction tick: beyond

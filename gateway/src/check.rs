@@ -176,11 +176,19 @@ pub async fn authorize(
     }
 }
 
+/// Headers in which a proxy in front (Envoy, nginx `auth_request`) names the method
+/// of the request being authorised. Looked up by `HeaderName`: a lookup by `&str`
+/// parses and validates the name again on every check.
+const ORIGINAL_METHOD_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("x-forwarded-method"),
+    HeaderName::from_static("x-original-method"),
+];
+
 /// The method being authorised: the original one when a proxy says so.
 fn original_method<'a>(headers: &'a HeaderMap, method: &'a Method) -> &'a str {
-    ["x-forwarded-method", "x-original-method"]
+    ORIGINAL_METHOD_HEADERS
         .iter()
-        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .find_map(|h| headers.get(h).and_then(|v| v.to_str().ok()))
         .filter(|m| !m.is_empty() && m.len() <= 16 && m.bytes().all(|b| b.is_ascii_alphabetic()))
         .unwrap_or(method.as_str())
 }
