@@ -1494,3 +1494,77 @@ fn check_token_rate(rate: u32) -> EngineResult<u32> {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ractor::ActorProcessingErr;
+
+    use super::*;
+
+    /// Takes every message and answers none: it holds them (the caller waits), or
+    /// drops them (the reply port goes with them, unanswered).
+    struct Silent {
+        hold: bool,
+    }
+
+    impl Actor for Silent {
+        type Msg = ClientMsg;
+        type State = Vec<ClientMsg>;
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<ClientMsg>,
+            _args: (),
+        ) -> Result<Vec<ClientMsg>, ActorProcessingErr> {
+            Ok(Vec::new())
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<ClientMsg>,
+            message: ClientMsg,
+            held: &mut Vec<ClientMsg>,
+        ) -> Result<(), ActorProcessingErr> {
+            if self.hold {
+                held.push(message);
+            }
+            Ok(())
+        }
+    }
+
+    fn check(reply: RpcReplyPort<EngineResult<CheckOutcome>>) -> ClientMsg {
+        ClientMsg::Check {
+            token: TokenContext::default(),
+            deadline: Instant::now(),
+            reply,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_past_its_limit_times_out() {
+        let (actor, handle) = Actor::spawn(None, Silent { hold: true }, ()).await.unwrap();
+        let sent = Sent::to(&actor, &check);
+        assert!(sent.reply.is_some(), "a running actor takes the message");
+        assert!(matches!(
+            sent.answer(Some(Duration::from_secs(5))).await,
+            Err(EngineError::Timeout)
+        ));
+        actor.stop(None);
+        handle.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_message_dropped_unanswered_or_refused_has_no_answer() {
+        let (actor, handle) = Actor::spawn(None, Silent { hold: false }, ()).await.unwrap();
+        let sent = Sent::to(&actor, &check);
+        assert_eq!(sent.actor, actor.get_id());
+        assert!(matches!(sent.answer(None).await, Ok(None)));
+
+        actor.stop(None);
+        handle.await.unwrap();
+        let sent = Sent::to(&actor, &check);
+        assert!(sent.reply.is_none(), "a stopped actor takes no message");
+        assert!(matches!(sent.answer(Some(Duration::from_secs(5))).await, Ok(None)));
+    }
+}
