@@ -10,15 +10,16 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
 use serde_json::json;
 use tollgate_engine::quota::QuotaStatus;
 use tollgate_engine::{CheckOutcome, EngineError, Refusal, TokenContext};
 
 use crate::error::{
-    BearerError, X_TOLLGATE_CLIENT_ID, X_TOLLGATE_ORG, X_TOLLGATE_SCOPES, checked_headers, quota_exceeded,
-    quota_headers,
+    BearerError, X_TOLLGATE_CLIENT_ID, X_TOLLGATE_ORG, X_TOLLGATE_SCOPES, checked_headers, insert_from_buffer,
+    quota_exceeded, quota_headers,
 };
 use crate::jwt::VerifiedToken;
 use crate::{ClientIp, GatewayState};
@@ -227,16 +228,50 @@ fn has_traversal(path: &str) -> bool {
 /// How long the proxy waits for the upstream.
 pub const UPSTREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop headers (RFC 9110 §7.6.1), forwarded in neither direction. Names, not
+/// strings: a removal by `&str` parses and hashes the name again on every request.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// What the upstream is told about the caller: the identity headers and
+/// `X-Forwarded-For`, copied into one buffer. Cloning the cached token's values would
+/// write their shared reference counts, which both cores then pass back and forth on
+/// every request with that token (as [`checked_headers`] explains).
+fn forwarded_headers(headers: &mut HeaderMap, token: &VerifiedToken, ip: &ClientIp) {
+    use std::fmt::Write as _;
+    let identity = &token.identity;
+    let values = [
+        identity.client_id.as_bytes(),
+        identity.org.as_bytes(),
+        identity.scopes.as_bytes(),
+    ];
+    // An IPv6 address is at most 39 characters.
+    let mut buf = BytesMut::with_capacity(values.iter().map(|v| v.len()).sum::<usize>() + 39);
+    let mut ends = [0usize; 4];
+    for (value, end) in values.iter().zip(&mut ends) {
+        buf.extend_from_slice(value);
+        *end = buf.len();
+    }
+    // Writing to a BytesMut cannot fail.
+    let _ = write!(buf, "{}", ip.0);
+    ends[3] = buf.len();
+    insert_from_buffer(
+        headers,
+        [X_TOLLGATE_CLIENT_ID, X_TOLLGATE_ORG, X_TOLLGATE_SCOPES, X_FORWARDED_FOR],
+        buf,
+        &ends,
+    );
+}
 
 /// Every path outside the reserved ones: check, then forward to the upstream (or
 /// answer from the built-in demo upstream when none is configured).
@@ -310,7 +345,7 @@ async fn forward(
         return (StatusCode::BAD_REQUEST, Json(json!({ "error": "invalid_path" }))).into_response();
     };
     let headers = &mut parts.headers;
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     // The upstream trusts these: never let a caller set them.
@@ -324,10 +359,7 @@ async fn forward(
     }
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::HOST);
-    identity_headers(headers, &authorized.token);
-    if let Ok(v) = HeaderValue::from_str(&ip.0.to_string()) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
-    }
+    forwarded_headers(headers, &authorized.token, ip);
     parts.uri = uri;
     let request = axum::http::Request::from_parts(parts, body);
     // The one place a request can wait on something outside Tollgate: bound it here
@@ -340,7 +372,7 @@ async fn forward(
             .into_response(),
         Ok(Ok(response)) => {
             let (mut parts, body) = response.into_parts();
-            for name in HOP_BY_HOP {
+            for name in &HOP_BY_HOP {
                 parts.headers.remove(name);
             }
             Response::from_parts(parts, Body::new(body))

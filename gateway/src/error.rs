@@ -240,7 +240,6 @@ fn write_checked_headers(headers: &mut HeaderMap, status: &QuotaStatus, now_ms: 
             count += 1;
         }
     }
-    let values = buf.freeze();
     let names = [
         RATELIMIT_POLICY,
         RATELIMIT,
@@ -252,15 +251,7 @@ fn write_checked_headers(headers: &mut HeaderMap, status: &QuotaStatus, now_ms: 
         X_TOLLGATE_ORG,
         X_TOLLGATE_SCOPES,
     ];
-    let mut start = 0;
-    for (name, end) in names.into_iter().zip(ends).take(count) {
-        // The quota values are digits, quotes, `;` and `=`; the identity values were
-        // valid header values already: `from_maybe_shared` checks them again.
-        if let Ok(value) = HeaderValue::from_maybe_shared(values.slice(start..end)) {
-            headers.insert(name, value);
-        }
-        start = end;
-    }
+    insert_from_buffer(headers, names, buf, &ends[..count]);
     if let Some(threshold) = status.warning_threshold {
         headers.insert(X_RATELIMIT_NEARLIMIT, HeaderValue::from_static("true"));
         let warning = format!(
@@ -270,6 +261,27 @@ fn write_checked_headers(headers: &mut HeaderMap, status: &QuotaStatus, now_ms: 
         if let Ok(v) = HeaderValue::try_from(warning) {
             headers.insert(TOLLGATE_QUOTA_WARNING, v);
         }
+    }
+}
+
+/// Sets `names[i]` to the `i`-th value written into `buf`, which ends at `ends[i]`:
+/// every value a slice of the one buffer, one allocation for them all. A value that
+/// is not a valid header value is left out (the writers put only digits, quotes,
+/// `;`, `=`, IP addresses and values that were valid header values already into it;
+/// `from_maybe_shared` checks them again).
+pub fn insert_from_buffer<const N: usize>(
+    headers: &mut HeaderMap,
+    names: [HeaderName; N],
+    buf: BytesMut,
+    ends: &[usize],
+) {
+    let values = buf.freeze();
+    let mut start = 0;
+    for (name, &end) in names.into_iter().zip(ends) {
+        if let Ok(value) = HeaderValue::from_maybe_shared(values.slice(start..end)) {
+            headers.insert(name, value);
+        }
+        start = end;
     }
 }
 

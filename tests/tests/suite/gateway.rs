@@ -606,7 +606,11 @@ async fn the_proxy_forwards_identity_and_strips_credentials_and_spoofed_headers(
             .iter()
             .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
             .collect();
-        axum::Json(json!({ "uri": request.uri().to_string(), "headers": headers }))
+        (
+            // Hop-by-hop: meant for the gateway, not for the caller.
+            [("proxy-authenticate", "Basic realm=\"upstream\"")],
+            axum::Json(json!({ "uri": request.uri().to_string(), "headers": headers })),
+        )
     }));
     tokio::spawn(async move { axum::serve(upstream, echo).await });
 
@@ -618,11 +622,17 @@ async fn the_proxy_forwards_identity_and_strips_credentials_and_spoofed_headers(
         .get(format!("{}/v1/items?limit=5", app.gateway))
         .bearer_auth(&token)
         .header("x-tollgate-org", "spoofed-org")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("proxy-authorization", "Basic c2VjcmV0")
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(header(&response, "x-ratelimit-used"), "1");
+    assert!(
+        response.headers().get("proxy-authenticate").is_none(),
+        "the upstream's hop-by-hop headers are not passed back"
+    );
     let echoed = json(response).await;
     assert_eq!(echoed["uri"], "/api/v1/items?limit=5");
     let h = &echoed["headers"];
@@ -630,6 +640,14 @@ async fn the_proxy_forwards_identity_and_strips_credentials_and_spoofed_headers(
     assert_eq!(h["x-tollgate-org"], "acme", "a caller cannot spoof identity headers");
     assert_eq!(h["x-tollgate-scopes"], "conversations:read messages:write");
     assert!(h.get("authorization").is_none(), "the token is not passed upstream");
+    assert!(
+        h.get("proxy-authorization").is_none(),
+        "hop-by-hop headers are not passed upstream"
+    );
+    assert_eq!(
+        h["x-forwarded-for"], "127.0.0.1",
+        "the upstream is told the caller's address, not what an untrusted caller claims"
+    );
 
     // HTTP clients normalise `..` away, so send the raw request line.
     let status_line = raw_get(&app.gateway, "/v1/%2e%2e/admin", &token).await;
